@@ -1,0 +1,258 @@
+"""Loading a configuration directory: raw YAML → ``*Spec`` models → cross-checked ``LoadedConfig``.
+
+The flow, each step gathering every diagnostic rather than stopping at the first:
+
+1. Find the files: ``providers.yaml``, ``tasks.yaml`` (or ``RHETOR_TASK_CONFIG``), ``budgets.yaml``,
+   ``pipelines/*.yaml`` in the directory (``RHETOR_CONFIG_DIR``). A missing file falls back to the
+   built-in default of the same name, so Rhetor starts with no config at all.
+2. Parse each with source positions (``config.source``) and validate it against its Spec model.
+3. Apply the environment overrides documented for existing components (budget policy and limits).
+4. Check references across files (models → providers, tasks → models and pipelines, prices).
+5. Hash every input (file texts and overrides) into the config version shown by ``/health``.
+
+Pipelines are compiled afterwards by ``rhetor.engine.compile`` against this ``LoadedConfig``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from rhetor.config.diagnostics import Diagnostic, Path_, display_path, suggest
+from rhetor.config.errors_map import pydantic_diagnostics
+from rhetor.config.models import BudgetsFileSpec, PipelineSpec, ProvidersFileSpec, TasksFileSpec
+from rhetor.config.source import SourceDoc, load_source, parse_source
+
+__all__ = ["LoadedConfig", "default_config_dir", "load_config_files"]
+
+M = TypeVar("M", bound=BaseModel)
+
+_BUDGET_ENV = {
+    "RHETOR_BUDGET_DAILY_LIMIT": "daily",
+    "RHETOR_BUDGET_WEEKLY_LIMIT": "weekly",
+    "RHETOR_BUDGET_MONTHLY_LIMIT": "monthly",
+}
+_POLICIES = ("ignore", "warn", "enforce", "downgrade")
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """Every file of a configuration, validated and cross-checked, with its source documents."""
+
+    root: Path
+    providers: ProvidersFileSpec
+    tasks: TasksFileSpec
+    budgets: BudgetsFileSpec
+    pipelines: dict[str, PipelineSpec]
+    docs: dict[str, SourceDoc]
+    pipeline_docs: dict[str, SourceDoc]
+    version: str
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """The environment the config was loaded with (secrets resolve from it); never printed."""
+
+    def chains_for_pipeline(self, pipeline: str) -> list[list[str]]:
+        """Every model chain a request can be routed to in ``pipeline`` (tasks and component overrides)."""
+        chains: list[list[str]] = []
+        for name, task in self.tasks.tasks.items():
+            if task.pipeline != pipeline:
+                continue
+            chains.append(list(task.chain))
+            for comp in self.tasks.components.values():
+                if name in comp.tasks:
+                    chains.append(list(comp.tasks[name]))
+                elif comp.default_chain:
+                    chains.append(list(comp.default_chain))
+        return chains
+
+
+def default_config_dir() -> Path:
+    """The built-in default configuration shipped inside the package."""
+    return Path(str(resources.files("rhetor") / "defaults"))
+
+
+def _pick(root: Path, name: str) -> tuple[Path, str]:
+    candidate = root / name
+    if candidate.is_file():
+        return candidate, display_path(candidate, root)
+    builtin = default_config_dir() / name
+    return builtin, f"<built-in>/{name}"
+
+
+def _validate(doc: SourceDoc, model: type[M], diags: list[Diagnostic]) -> M | None:
+    try:
+        return model.model_validate(doc.data)
+    except ValidationError as exc:
+        diags.extend(pydantic_diagnostics(exc, doc, model))
+        return None
+
+
+def _env_overrides(doc: SourceDoc, env: Mapping[str, str], diags: list[Diagnostic]) -> None:
+    """Apply ``RHETOR_BUDGET_*`` to the parsed budgets document (before validation)."""
+    data = doc.data if isinstance(doc.data, dict) else {}
+    policy = env.get("RHETOR_BUDGET_POLICY")
+    if policy is not None:
+        if policy not in _POLICIES:
+            diags.append(Diagnostic("<env>", 1, 1, "bad-value",
+                                    f"RHETOR_BUDGET_POLICY={policy!r} is not one of {', '.join(_POLICIES)}",
+                                    hint=suggest(policy, _POLICIES)))
+        else:
+            data["policy"] = policy
+    for var, window in _BUDGET_ENV.items():
+        raw = env.get(var)
+        if raw is None:
+            continue
+        try:
+            value = float(raw)
+            if value < 0:
+                raise ValueError(raw)
+        except ValueError:
+            diags.append(Diagnostic("<env>", 1, 1, "bad-value", f"{var}={raw!r} is not a number of USD >= 0"))
+            continue
+        limits = data.setdefault("limits", {})
+        if isinstance(limits, dict):
+            limits[window] = value
+    doc.data = data
+
+
+def _check_references(p: ProvidersFileSpec, t: TasksFileSpec, docs: dict[str, SourceDoc],
+                      pipelines: set[str], diags: list[Diagnostic]) -> None:
+    pdoc, tdoc = docs["providers"], docs["tasks"]
+    models = set(p.models)
+    for name, model in p.models.items():
+        if model.provider not in p.providers:
+            diags.append(pdoc.diagnostic(("models", name, "provider"), "unknown-ref",
+                                         f"unknown provider {model.provider!r}",
+                                         hint=suggest(model.provider, p.providers)))
+        if model.price is None:
+            diags.append(pdoc.diagnostic(("models", name), "missing-price",
+                                         f"model {name!r} states no price; write `price: {{input: 0, output: 0}}` "
+                                         "if it is free", key=True))
+    if p.default_model is not None and p.default_model not in models:
+        diags.append(pdoc.diagnostic(("default_model",), "unknown-ref", f"unknown model {p.default_model!r}",
+                                     hint=suggest(p.default_model, models)))
+
+    def check_chain(chain: list[str], path: Path_) -> None:
+        seen: set[str] = set()
+        for i, ref in enumerate(chain):
+            if ref not in models:
+                diags.append(tdoc.diagnostic((*path, i), "unknown-ref", f"unknown model {ref!r}",
+                                             hint=suggest(ref, models)))
+            elif ref in seen:
+                diags.append(tdoc.diagnostic((*path, i), "duplicate-id",
+                                             f"model {ref!r} appears twice in one chain; each target is tried once"))
+            seen.add(ref)
+
+    if t.default_task not in t.tasks:
+        diags.append(tdoc.diagnostic(("default_task",), "unknown-ref", f"unknown task type {t.default_task!r}",
+                                     hint=suggest(t.default_task, t.tasks)))
+    for name, task in t.tasks.items():
+        check_chain(task.chain, ("tasks", name, "chain"))
+        if task.pipeline not in pipelines:
+            diags.append(tdoc.diagnostic(("tasks", name, "pipeline"), "unknown-ref",
+                                         f"unknown pipeline {task.pipeline!r}", hint=suggest(task.pipeline, pipelines)))
+    for comp, routing in t.components.items():
+        for task_name, chain in routing.tasks.items():
+            if task_name not in t.tasks:
+                diags.append(tdoc.diagnostic(("components", comp, "tasks", task_name), "unknown-ref",
+                                             f"unknown task type {task_name!r}",
+                                             hint=suggest(task_name, t.tasks), key=True))
+            check_chain(chain, ("components", comp, "tasks", task_name))
+        if routing.default_chain:
+            check_chain(routing.default_chain, ("components", comp, "default_chain"))
+
+
+def _check_budgets(b: BudgetsFileSpec, doc: SourceDoc, diags: list[Diagnostic]) -> None:
+    scopes: list[tuple[Path_, Any]] = [(("limits",), b.limits)]
+    scopes += [(("components", name, "limits"), scope.limits) for name, scope in b.components.items()]
+    for path, lim in scopes:
+        pairs = [("daily", lim.daily, "weekly", lim.weekly), ("weekly", lim.weekly, "monthly", lim.monthly)]
+        for small, sv, big, bv in pairs:
+            if sv and bv and sv > bv:
+                diags.append(doc.diagnostic((*path, small), "bad-value",
+                                            f"{small} limit {sv} is above the {big} limit {bv}"))
+
+
+def load_config_files(root: Path, env: Mapping[str, str] | None = None) -> tuple[LoadedConfig | None, list[Diagnostic]]:
+    """Load and cross-check the configuration in ``root``; returns it (or None) and every diagnostic."""
+    env = dict(os.environ if env is None else env)
+    root = root.resolve()
+    diags: list[Diagnostic] = []
+    docs: dict[str, SourceDoc] = {}
+    digest = hashlib.sha256()
+
+    task_file = env.get("RHETOR_TASK_CONFIG")
+    files = {"providers": _pick(root, "providers.yaml"), "budgets": _pick(root, "budgets.yaml")}
+    if task_file:
+        path = Path(task_file) if Path(task_file).is_absolute() else root / task_file
+        files["tasks"] = (path, display_path(path, root))
+    else:
+        files["tasks"] = _pick(root, "tasks.yaml")
+    for key, (path, shown) in files.items():
+        doc, errs = load_source(path, shown)
+        diags.extend(errs)
+        if doc is not None:
+            docs[key] = doc
+            digest.update(shown.encode() + b"\0" + doc.text.encode() + b"\0")
+
+    if "budgets" in docs:
+        _env_overrides(docs["budgets"], env, diags)
+        for var in ("RHETOR_BUDGET_POLICY", *_BUDGET_ENV):
+            if var in env:
+                digest.update(f"{var}={env[var]}\0".encode())
+
+    pipe_dir = root / "pipelines"
+    pipe_files = sorted(pipe_dir.glob("*.yaml")) if pipe_dir.is_dir() else []
+    shown_root = root
+    if not pipe_files:
+        pipe_dir = default_config_dir() / "pipelines"
+        pipe_files = sorted(pipe_dir.glob("*.yaml"))
+        shown_root = None
+    pipelines: dict[str, PipelineSpec] = {}
+    pipeline_docs: dict[str, SourceDoc] = {}
+    for path in pipe_files:
+        shown = display_path(path, shown_root) if shown_root else f"<built-in>/pipelines/{path.name}"
+        doc, errs = load_source(path, shown)
+        diags.extend(errs)
+        if doc is None:
+            continue
+        digest.update(shown.encode() + b"\0" + doc.text.encode() + b"\0")
+        spec = _validate(doc, PipelineSpec, diags)
+        if spec is None:
+            continue
+        if spec.name in pipelines:
+            diags.append(doc.diagnostic(("name",), "duplicate-id",
+                                        f"pipeline {spec.name!r} is also defined in {pipeline_docs[spec.name].file}"))
+            continue
+        pipelines[spec.name] = spec
+        pipeline_docs[spec.name] = doc
+
+    specs: dict[str, Any] = {}
+    for key, model in (("providers", ProvidersFileSpec), ("tasks", TasksFileSpec), ("budgets", BudgetsFileSpec)):
+        if key in docs:
+            specs[key] = _validate(docs[key], model, diags)
+    if any(specs.get(k) is None for k in ("providers", "tasks", "budgets")):
+        return None, diags
+    _check_references(specs["providers"], specs["tasks"], docs, set(pipelines), diags)
+    _check_budgets(specs["budgets"], docs["budgets"], diags)
+    loaded = LoadedConfig(
+        root=root, providers=specs["providers"], tasks=specs["tasks"], budgets=specs["budgets"],
+        pipelines=pipelines, docs=docs, pipeline_docs=pipeline_docs,
+        version=digest.hexdigest()[:16], env=env,
+    )
+    return loaded, diags
+
+
+def parse_pipeline_text(text: str, file: str = "<pipeline>") -> tuple[PipelineSpec | None, SourceDoc | None, list[Diagnostic]]:
+    """Parse one pipeline document from text (used by tests and tools)."""
+    doc, diags = parse_source(text, file)
+    if doc is None:
+        return None, None, diags
+    spec = _validate(doc, PipelineSpec, diags)
+    return spec, doc, diags

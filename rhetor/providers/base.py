@@ -1,0 +1,96 @@
+"""The one interface every provider implements, and the values it exchanges with stages.
+
+A provider is built once per configuration (its SDK client, and so its connection pool, is reused by
+every request) and offers ``complete`` and ``stream``. SDK and HTTP errors are mapped inside each
+provider module into ``rhetor.errors.ProviderError`` subclasses; nothing else escapes it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+from rhetor.config.models import ProviderSpec
+from rhetor.types import Message, Usage
+
+__all__ = ["Availability", "Provider", "ProviderRequest", "ProviderResult", "StreamDelta", "StreamEnd"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRequest:
+    model_id: str
+    messages: tuple[Message, ...]
+    max_tokens: int
+    temperature: float | None = None
+    stop: tuple[str, ...] = ()
+
+    @property
+    def system(self) -> str | None:
+        """System messages joined (for APIs such as Anthropic's that take them apart)."""
+        parts = [m.content for m in self.messages if m.role == "system"]
+        return "\n\n".join(parts) if parts else None
+
+    @property
+    def dialogue(self) -> tuple[Message, ...]:
+        return tuple(m for m in self.messages if m.role != "system")
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderResult:
+    text: str
+    usage: Usage
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    usage: Usage
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    available: bool
+    reason: str = ""
+
+
+class Provider(abc.ABC):
+    """Base of the provider kinds (``kind:`` in providers.yaml ↔ ``rhetor/providers/<kind>.py``)."""
+
+    kind: str = ""
+
+    def __init__(self, name: str, spec: ProviderSpec, env: Mapping[str, str]) -> None:
+        self.name = name
+        self.spec = spec
+
+    @abc.abstractmethod
+    def availability(self) -> Availability:
+        """Whether requests can be sent now, and why not (no key, unreachable URL). Never does I/O."""
+
+    @abc.abstractmethod
+    async def complete(self, request: ProviderRequest) -> ProviderResult:
+        """One whole answer. Raises ``ProviderError`` subclasses only."""
+
+    @abc.abstractmethod
+    def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta | StreamEnd]:
+        """Deltas as they arrive, then exactly one ``StreamEnd`` with the provider's usage.
+
+        A failure after at least one delta raises ``MidStreamError`` with the text and usage so far.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release the SDK client's connections."""
+
+
+def resolve_key(spec: ProviderSpec, env: Mapping[str, str]) -> str | None:
+    """The API key named by ``api_key: env:VAR``, or None when unset or empty."""
+    if not spec.api_key:
+        return None
+    value = env.get(spec.api_key.removeprefix("env:"), "")
+    return value or None

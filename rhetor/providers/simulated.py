@@ -1,0 +1,113 @@
+"""The offline provider: deterministic answers with no network and no key, at a cost of $0.
+
+It is what answers when no API key is configured. The model id may carry behaviours, so pipelines and
+tests can exercise failure paths with no network (the idea of TensorZero's dummy provider)::
+
+    simulated                      echo the last user message, streamed in several chunks
+    simulated:error=rate-limited   fail with that Rhetor error code before any output
+    simulated:midstream            stream two chunks, then break with MidStreamError
+    simulated:delay=0.5            wait that many seconds before the first chunk
+
+Token usage is counted as one token per four characters (rounded up), the same both ways.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from rhetor import errors
+from rhetor.providers.base import Availability, Provider, ProviderRequest, ProviderResult, StreamDelta, StreamEnd
+from rhetor.types import Usage
+
+__all__ = ["SimulatedProvider", "approx_tokens"]
+
+_ERRORS: dict[str, type[errors.ProviderError]] = {
+    cls.code: cls
+    for cls in (
+        errors.AuthenticationError, errors.BadRequestError, errors.ContextTooLongError, errors.RateLimitError,
+        errors.OverloadedError, errors.ProviderTimeoutError, errors.ProviderConnectionError,
+        errors.ProviderUnavailableError,
+    )
+}
+_WORDS_PER_CHUNK = 3
+
+
+def approx_tokens(text: str) -> int:
+    return (len(text) + 3) // 4
+
+
+class _Behaviour:
+    __slots__ = ("delay", "error", "midstream")
+
+    def __init__(self, model_id: str) -> None:
+        self.error: str | None = None
+        self.midstream = False
+        self.delay = 0.0
+        for part in model_id.split(":")[1:]:
+            key, _, value = part.partition("=")
+            if key == "error":
+                self.error = value
+            elif key == "midstream":
+                self.midstream = True
+            elif key == "delay":
+                self.delay = float(value)
+
+
+class SimulatedProvider(Provider):
+    kind = "simulated"
+
+    def availability(self) -> Availability:
+        return Availability(True, "offline provider, always available")
+
+    def _answer(self, request: ProviderRequest) -> str:
+        last = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        shown = " ".join(last.split())
+        if len(shown) > 200:
+            shown = shown[:197] + "..."
+        text = (f"This is a simulated response from Rhetor (no LLM provider was available). "
+                f"You said: \"{shown}\"")
+        words = text.split(" ")
+        return " ".join(words[: max(1, request.max_tokens)])
+
+    def _usage(self, request: ProviderRequest, text: str) -> Usage:
+        prompt = sum(approx_tokens(m.content) + 4 for m in request.messages)
+        return Usage(input_tokens=prompt, output_tokens=approx_tokens(text))
+
+    def _fail(self, request: ProviderRequest, behaviour: _Behaviour) -> None:
+        if behaviour.error is None:
+            return
+        cls = _ERRORS.get(behaviour.error, errors.OverloadedError)
+        raise cls(f"simulated {behaviour.error}", provider=self.name, model=request.model_id,
+                  upstream_status=None)
+
+    async def complete(self, request: ProviderRequest) -> ProviderResult:
+        behaviour = _Behaviour(request.model_id)
+        if behaviour.delay:
+            await asyncio.sleep(behaviour.delay)
+        self._fail(request, behaviour)
+        text = self._answer(request)
+        if behaviour.midstream:
+            raise errors.ProviderConnectionError("simulated connection loss", provider=self.name,
+                                                 model=request.model_id)
+        return ProviderResult(text=text, usage=self._usage(request, text), finish_reason="stop")
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta | StreamEnd]:
+        behaviour = _Behaviour(request.model_id)
+        if behaviour.delay:
+            await asyncio.sleep(behaviour.delay)
+        self._fail(request, behaviour)
+        text = self._answer(request)
+        words = text.split(" ")
+        sent = ""
+        for i in range(0, len(words), _WORDS_PER_CHUNK):
+            if behaviour.midstream and i >= 2 * _WORDS_PER_CHUNK:
+                raise errors.MidStreamError("simulated stream cut", partial_text=sent,
+                                            usage=self._usage(request, sent), provider=self.name,
+                                            model=request.model_id)
+            piece = " ".join(words[i : i + _WORDS_PER_CHUNK])
+            piece = piece if i == 0 else " " + piece
+            sent += piece
+            yield StreamDelta(piece)
+            await asyncio.sleep(0)
+        yield StreamEnd(usage=self._usage(request, text), finish_reason="stop")

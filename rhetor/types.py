@@ -1,0 +1,137 @@
+"""Domain values that flow between the request, stages and providers (frozen, cheap to create).
+
+These are the types stage sockets are declared with; the compiler checks every edge against them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "Attempt",
+    "Completion",
+    "Message",
+    "ModelChain",
+    "RequestOptions",
+    "RoutingExplanation",
+    "Usage",
+    "cost_of",
+]
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+class Messages(tuple[Message, ...]):
+    """The conversation sent to a model, oldest first (a tuple, so stages cannot mutate it)."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOptions:
+    """Everything a request says besides its messages."""
+
+    task_type: str | None = None
+    component: str | None = None
+    context_id: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    system_prompt: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    stream: bool = False
+    routing_parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+def cost_of(usage: Usage, price: Any) -> float:
+    """USD for ``usage`` at ``price`` (a ``ModelPriceSpec``: USD per million tokens)."""
+    read = price.input if price.cache_read is None else price.cache_read
+    write = price.input if price.cache_write is None else price.cache_write
+    micro = (
+        usage.input_tokens * price.input
+        + usage.output_tokens * price.output
+        + usage.cache_read_tokens * read
+        + usage.cache_write_tokens * write
+    )
+    return round(micro / 1_000_000, 10)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelChain:
+    """An ordered list of model names (keys of ``providers.yaml`` ``models``) to try."""
+
+    models: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingExplanation:
+    summary: str
+    task_type: str
+    chain: tuple[str, ...]
+    reasons: tuple[dict[str, Any], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"summary": self.summary, "task_type": self.task_type, "chain": list(self.chain),
+                "reasons": [dict(r) for r in self.reasons]}
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One provider attempt of a request, successful or not."""
+
+    model: str
+    provider: str
+    code: str  # "ok" or the RhetorError code
+    status: int | None = None
+    message: str = ""
+    duration_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "provider": self.provider, "code": self.code, "status": self.status,
+                "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A model's whole answer, whichever target produced it."""
+
+    text: str
+    model: str  # Rhetor's model name
+    model_id: str  # the provider's model id
+    provider: str
+    usage: Usage
+    cost_usd: float
+    finish_reason: str | None = None
+    attempts: tuple[Attempt, ...] = ()
