@@ -1,0 +1,125 @@
+"""The ``Engine``: one loaded configuration, its providers and compiled pipelines, shared by requests.
+
+``load_engine`` runs every check and returns all diagnostics; ``build_engine`` raises ``ConfigError``
+with them. Both compile each pipeline once; requests then only call ``run``, ``stream`` or ``explain``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rhetor.config.diagnostics import Diagnostic
+from rhetor.config.loader import LoadedConfig, load_config_files
+from rhetor.engine.compile import CompiledPipeline, compile_pipeline
+from rhetor.engine.run import RunResult, StageTrace, execute, explain
+from rhetor.errors import ConfigError, UnknownPipelineError
+from rhetor.providers import Provider, build_provider
+from rhetor.stages import REGISTRY
+from rhetor.stages.base import BuildContext, Request, RunContext
+from rhetor.types import RequestOptions
+
+__all__ = ["Engine", "Explanation", "build_engine", "load_engine"]
+
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class Explanation:
+    pipeline: str
+    stages: list[StageTrace]
+    budget: dict[str, Any]
+
+
+class Engine:
+    def __init__(self, config: LoadedConfig, providers: Mapping[str, Provider],
+                 pipelines: Mapping[str, CompiledPipeline]) -> None:
+        self.config = config
+        self.providers = providers
+        self.pipelines = pipelines
+
+    @property
+    def version(self) -> str:
+        return self.config.version
+
+    def pipeline_for(self, options: RequestOptions, name: str | None = None) -> CompiledPipeline:
+        """The pipeline named ``name``, else the one tasks.yaml gives the request's task type."""
+        if name is None:
+            tasks = self.config.tasks
+            task = tasks.tasks.get(options.task_type or "") or tasks.tasks[tasks.default_task]
+            name = task.pipeline
+        pipeline = self.pipelines.get(name)
+        if pipeline is None:
+            raise UnknownPipelineError(f"unknown pipeline {name!r}", field="pipeline",
+                                       details={"known_pipelines": sorted(self.pipelines)})
+        return pipeline
+
+    async def run(self, request: Request, pipeline: str | None = None) -> RunResult:
+        return await execute(self.pipeline_for(request.options, pipeline), RunContext(request))
+
+    async def stream(self, request: Request, pipeline: str | None = None) -> AsyncIterator[str | RunResult]:
+        """Text chunks as the generating stage produces them, then the ``RunResult``.
+
+        If the consumer stops early (a client gone), the run is cancelled with it.
+        """
+        compiled = self.pipeline_for(request.options, pipeline)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        task = asyncio.create_task(execute(compiled, RunContext(request, emit=queue.put_nowait)))
+        task.add_done_callback(lambda _: queue.put_nowait(_DONE))
+        try:
+            while (item := await queue.get()) is not _DONE:
+                yield item
+            yield task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def budget_decision(self, options: RequestOptions) -> dict[str, Any]:
+        budgets = self.config.budgets
+        scope = budgets.components.get(options.component or "")
+        policy = (scope.policy if scope and scope.policy else None) or budgets.policy
+        limits = {"global": budgets.limits.model_dump()}
+        if scope is not None:
+            limits[f"component:{options.component}"] = scope.limits.model_dump()
+        return {"policy": policy, "limits": limits}
+
+    def explain(self, request: Request, pipeline: str | None = None) -> Explanation:
+        compiled = self.pipeline_for(request.options, pipeline)
+        stages = explain(compiled, RunContext(request))
+        return Explanation(compiled.name, stages, self.budget_decision(request.options))
+
+    async def aclose(self) -> None:
+        for provider in self.providers.values():
+            await provider.aclose()
+
+
+def load_engine(root: Path, env: Mapping[str, str] | None = None) -> tuple[Engine | None, list[Diagnostic]]:
+    """Load, check and compile the configuration in ``root``; every diagnostic is returned, sorted."""
+    config, diags = load_config_files(root, env)
+    if config is None:
+        return None, sorted(diags)
+    providers = {name: build_provider(name, spec, config.env) for name, spec in config.providers.providers.items()}
+    pipelines: dict[str, CompiledPipeline] = {}
+    for name, spec in config.pipelines.items():
+        build = BuildContext(config=config, providers=providers, pipeline=name)
+        compiled, pipe_diags = compile_pipeline(spec, config.pipeline_docs[name], build, REGISTRY)
+        diags += pipe_diags
+        if compiled is not None:
+            pipelines[name] = compiled
+    errors = [d for d in diags if d.severity == "error"]
+    if errors:
+        return None, sorted(diags)
+    return Engine(config, providers, pipelines), sorted(diags)
+
+
+def build_engine(root: Path, env: Mapping[str, str] | None = None) -> Engine:
+    engine, diags = load_engine(root, env)
+    if engine is None:
+        raise ConfigError([d for d in diags if d.severity == "error"])
+    return engine

@@ -1,0 +1,105 @@
+"""Wire formats of the HTTP API: request bodies and the consistent response shape.
+
+Kept apart from the config Specs: these are what callers send and receive, documented in the seeds
+(`{message, model, provider, context, finished, timestamp}`) plus usage, cost and the trace summary.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rhetor.engine.run import RunResult, StageTrace
+from rhetor.errors import RhetorError
+from rhetor.stages.base import Request
+from rhetor.types import Completion, RequestOptions
+
+__all__ = ["MessageIn", "completion_body", "error_event", "final_event", "sse", "timestamp"]
+
+
+class MessageIn(BaseModel):
+    """Body of ``POST /message`` and ``POST /stream``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(min_length=1, max_length=1_000_000)
+    context_id: str | None = Field(None, max_length=256)
+    task_type: str | None = Field(None, max_length=64)
+    component: str | None = Field(None, max_length=128)
+    streaming: bool = False
+    system_prompt: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    pipeline: str | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, gt=0, le=1_000_000)
+    stop: list[str] | None = None
+    routing_parameters: dict[str, Any] | None = None
+    priority: Literal["low", "normal", "high"] | None = None
+
+    def to_request(self, request_id: str, *, stream: bool) -> Request:
+        options = RequestOptions(
+            task_type=self.task_type, component=self.component, context_id=self.context_id, model=self.model,
+            provider=self.provider, system_prompt=self.system_prompt, temperature=self.temperature,
+            max_tokens=self.max_tokens, stop=tuple(self.stop or ()), stream=stream,
+            routing_parameters=dict(self.routing_parameters or {}),
+        )
+        return Request.from_text(self.message, options, request_id)
+
+
+def timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def trace_summary(trace: tuple[StageTrace, ...]) -> list[dict[str, Any]]:
+    return [{"id": t.id, "type": t.type, "status": t.status, "decision": t.decision, "why": t.why,
+             "duration_ms": round(t.duration_ms, 3)} for t in trace]
+
+
+def _completion_fields(c: Completion) -> dict[str, Any]:
+    return {
+        "model": c.model,
+        "model_id": c.model_id,
+        "provider": c.provider,
+        "usage": c.usage.to_dict(),
+        "cost": {"usd": c.cost_usd},
+        "finish_reason": c.finish_reason,
+        "attempts": [a.to_dict() for a in c.attempts],
+    }
+
+
+def completion_body(result: RunResult, context: str | None, request_id: str) -> dict[str, Any]:
+    c = result.completion
+    explanation = result.explanation
+    return {
+        "message": c.text,
+        **_completion_fields(c),
+        "context": context,
+        "finished": True,
+        "timestamp": timestamp(),
+        "pipeline": result.pipeline,
+        "routing_explanation": explanation.to_dict() if explanation else None,
+        "trace": trace_summary(result.trace),
+        "request_id": request_id,
+    }
+
+
+def sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+def final_event(result: RunResult, context: str | None, request_id: str) -> bytes:
+    body = completion_body(result, context, request_id)
+    return sse({"chunk": "", "done": True, **body})
+
+
+def error_event(exc: RhetorError, context: str | None, request_id: str) -> bytes:
+    payload: dict[str, Any] = {"chunk": "", "done": True, "finished": False, **exc.to_dict(),
+                               "context": context, "timestamp": timestamp(), "request_id": request_id}
+    trace = getattr(exc, "trace", None)
+    if trace:
+        payload["trace"] = trace_summary(trace)
+    return sse(payload)

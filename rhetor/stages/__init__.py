@@ -1,0 +1,20 @@
+"""The explicit registry of stage types: ``type:`` in pipeline YAML → stage class.
+
+YAML never names import paths; a new stage type is added here, in one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from rhetor.stages.base import Stage
+from rhetor.stages.generate import GenerateStage
+from rhetor.stages.route import RouteStage
+
+__all__ = ["REGISTRY", "Stage"]
+
+REGISTRY: Mapping[str, type[Stage]] = MappingProxyType({
+    cls.type_name: cls
+    for cls in (RouteStage, GenerateStage)
+})

@@ -1,0 +1,91 @@
+"""`rhetor serve` as a user runs it: a subprocess on a free port with the repo's default config, no keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+KEY_VARS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in KEY_VARS and not k.startswith("RHETOR_")}
+    env["RHETOR_PORT"] = str(port)  # the port comes from the environment, as in the seeds
+    proc = subprocess.Popen([sys.executable, "-m", "rhetor", "serve", "--host", "127.0.0.1", "--config", str(REPO)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            pytest.fail(f"rhetor serve exited with {proc.returncode}:\n{out}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("rhetor serve did not answer /health within 30 s")
+        time.sleep(0.1)
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+def test_health_over_real_http(server: str) -> None:
+    body = httpx.get(f"{server}/health").json()
+    assert body["status"] == "ok"
+    assert body["pipelines"] == ["default"]
+    assert body["providers"]["anthropic"]["available"] is False
+    assert "ANTHROPIC_API_KEY" in body["providers"]["anthropic"]["reason"]
+
+
+def test_stream_over_real_http_arrives_in_chunks(server: str) -> None:
+    payload = {"message": "What is Tekton?", "context_id": "e2e:1", "task_type": "code", "component": "e2e"}
+    events = []
+    with httpx.stream("POST", f"{server}/stream", json=payload, timeout=10) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    chunks, final = events[:-1], events[-1]
+    assert len(chunks) >= 3 and all(not e["done"] for e in chunks)
+    assert final["done"] is True
+    assert final["message"] == "".join(e["chunk"] for e in chunks)
+    assert (final["model"], final["provider"]) == ("simulated", "simulated")
+    # No key is set: both vendors were skipped as unavailable, and the answer says so.
+    assert [(a["model"], a["code"]) for a in final["attempts"]] == [
+        ("claude-opus", "provider-unavailable"), ("gpt-4-turbo", "provider-unavailable"), ("simulated", "ok")]
+
+
+def test_message_over_real_http(server: str) -> None:
+    r = httpx.post(f"{server}/message", json={"message": "Hello, world!", "context_id": "test",
+                                              "task_type": "chat", "streaming": False})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["routing_explanation"]["chain"] == ["claude-haiku", "gpt-3.5-turbo", "simulated"]
+    assert body["model"] == "simulated" and body["finished"] is True
