@@ -121,10 +121,7 @@ def _env_overrides(doc: SourceDoc, env: Mapping[str, str], diags: list[Diagnosti
     doc.data = data
 
 
-def _check_references(p: ProvidersFileSpec, t: TasksFileSpec, docs: dict[str, SourceDoc],
-                      pipelines: set[str], diags: list[Diagnostic]) -> None:
-    pdoc, tdoc = docs["providers"], docs["tasks"]
-    models = set(p.models)
+def _check_models(p: ProvidersFileSpec, pdoc: SourceDoc, diags: list[Diagnostic]) -> None:
     for name, model in p.models.items():
         if model.provider not in p.providers:
             diags.append(pdoc.diagnostic(("models", name, "provider"), "unknown-ref",
@@ -134,26 +131,31 @@ def _check_references(p: ProvidersFileSpec, t: TasksFileSpec, docs: dict[str, So
             diags.append(pdoc.diagnostic(("models", name), "missing-price",
                                          f"model {name!r} states no price; write `price: {{input: 0, output: 0}}` "
                                          "if it is free", key=True))
-    if p.default_model is not None and p.default_model not in models:
+    if p.default_model is not None and p.default_model not in p.models:
         diags.append(pdoc.diagnostic(("default_model",), "unknown-ref", f"unknown model {p.default_model!r}",
-                                     hint=suggest(p.default_model, models)))
+                                     hint=suggest(p.default_model, p.models)))
 
-    def check_chain(chain: list[str], path: Path_) -> None:
-        seen: set[str] = set()
-        for i, ref in enumerate(chain):
-            if ref not in models:
-                diags.append(tdoc.diagnostic((*path, i), "unknown-ref", f"unknown model {ref!r}",
-                                             hint=suggest(ref, models)))
-            elif ref in seen:
-                diags.append(tdoc.diagnostic((*path, i), "duplicate-id",
-                                             f"model {ref!r} appears twice in one chain; each target is tried once"))
-            seen.add(ref)
 
+def _check_chain(chain: list[str], path: Path_, models: Mapping[str, Any], tdoc: SourceDoc,
+                 diags: list[Diagnostic]) -> None:
+    seen: set[str] = set()
+    for i, ref in enumerate(chain):
+        if ref not in models:
+            diags.append(tdoc.diagnostic((*path, i), "unknown-ref", f"unknown model {ref!r}",
+                                         hint=suggest(ref, models)))
+        elif ref in seen:
+            diags.append(tdoc.diagnostic((*path, i), "duplicate-id",
+                                         f"model {ref!r} appears twice in one chain; each target is tried once"))
+        seen.add(ref)
+
+
+def _check_tasks(t: TasksFileSpec, models: Mapping[str, Any], tdoc: SourceDoc, pipelines: set[str],
+                 diags: list[Diagnostic]) -> None:
     if t.default_task not in t.tasks:
         diags.append(tdoc.diagnostic(("default_task",), "unknown-ref", f"unknown task type {t.default_task!r}",
                                      hint=suggest(t.default_task, t.tasks)))
     for name, task in t.tasks.items():
-        check_chain(task.chain, ("tasks", name, "chain"))
+        _check_chain(task.chain, ("tasks", name, "chain"), models, tdoc, diags)
         if task.pipeline not in pipelines:
             diags.append(tdoc.diagnostic(("tasks", name, "pipeline"), "unknown-ref",
                                          f"unknown pipeline {task.pipeline!r}", hint=suggest(task.pipeline, pipelines)))
@@ -163,9 +165,9 @@ def _check_references(p: ProvidersFileSpec, t: TasksFileSpec, docs: dict[str, So
                 diags.append(tdoc.diagnostic(("components", comp, "tasks", task_name), "unknown-ref",
                                              f"unknown task type {task_name!r}",
                                              hint=suggest(task_name, t.tasks), key=True))
-            check_chain(chain, ("components", comp, "tasks", task_name))
+            _check_chain(chain, ("components", comp, "tasks", task_name), models, tdoc, diags)
         if routing.default_chain:
-            check_chain(routing.default_chain, ("components", comp, "default_chain"))
+            _check_chain(routing.default_chain, ("components", comp, "default_chain"), models, tdoc, diags)
 
 
 def _check_budgets(b: BudgetsFileSpec, doc: SourceDoc, diags: list[Diagnostic]) -> None:
@@ -179,14 +181,9 @@ def _check_budgets(b: BudgetsFileSpec, doc: SourceDoc, diags: list[Diagnostic]) 
                                             f"{small} limit {sv} is above the {big} limit {bv}"))
 
 
-def load_config_files(root: Path, env: Mapping[str, str] | None = None) -> tuple[LoadedConfig | None, list[Diagnostic]]:
-    """Load and cross-check the configuration in ``root``; returns it (or None) and every diagnostic."""
-    env = dict(os.environ if env is None else env)
-    root = root.resolve()
-    diags: list[Diagnostic] = []
+def _load_file_docs(root: Path, env: Mapping[str, str], digest: Any,
+                    diags: list[Diagnostic]) -> dict[str, SourceDoc]:
     docs: dict[str, SourceDoc] = {}
-    digest = hashlib.sha256()
-
     task_file = env.get("RHETOR_TASK_CONFIG")
     files = {"providers": _pick(root, "providers.yaml"), "budgets": _pick(root, "budgets.yaml")}
     if task_file:
@@ -200,24 +197,26 @@ def load_config_files(root: Path, env: Mapping[str, str] | None = None) -> tuple
         if doc is not None:
             docs[key] = doc
             digest.update(shown.encode() + b"\0" + doc.text.encode() + b"\0")
-
     if "budgets" in docs:
         _env_overrides(docs["budgets"], env, diags)
         for var in ("RHETOR_BUDGET_POLICY", *_BUDGET_ENV):
             if var in env:
                 digest.update(f"{var}={env[var]}\0".encode())
+    return docs
 
+
+def _load_pipelines(root: Path, digest: Any, diags: list[Diagnostic]
+                    ) -> tuple[dict[str, PipelineSpec], dict[str, SourceDoc]]:
+    """``pipelines/*.yaml`` of ``root``, or the built-in ones when it has none."""
     pipe_dir = root / "pipelines"
     pipe_files = sorted(pipe_dir.glob("*.yaml")) if pipe_dir.is_dir() else []
-    shown_root = root
-    if not pipe_files:
-        pipe_dir = default_config_dir() / "pipelines"
-        pipe_files = sorted(pipe_dir.glob("*.yaml"))
-        shown_root = None
+    builtin = not pipe_files
+    if builtin:
+        pipe_files = sorted((default_config_dir() / "pipelines").glob("*.yaml"))
     pipelines: dict[str, PipelineSpec] = {}
     pipeline_docs: dict[str, SourceDoc] = {}
     for path in pipe_files:
-        shown = display_path(path, shown_root) if shown_root else f"<built-in>/pipelines/{path.name}"
+        shown = f"<built-in>/pipelines/{path.name}" if builtin else display_path(path, root)
         doc, errs = load_source(path, shown)
         diags.extend(errs)
         if doc is None:
@@ -232,14 +231,26 @@ def load_config_files(root: Path, env: Mapping[str, str] | None = None) -> tuple
             continue
         pipelines[spec.name] = spec
         pipeline_docs[spec.name] = doc
+    return pipelines, pipeline_docs
 
+
+def load_config_files(root: Path, env: Mapping[str, str] | None = None
+                      ) -> tuple[LoadedConfig | None, list[Diagnostic]]:
+    """Load and cross-check the configuration in ``root``; returns it (or None) and every diagnostic."""
+    env = dict(os.environ if env is None else env)
+    root = root.resolve()
+    diags: list[Diagnostic] = []
+    digest = hashlib.sha256()
+    docs = _load_file_docs(root, env, digest, diags)
+    pipelines, pipeline_docs = _load_pipelines(root, digest, diags)
     specs: dict[str, Any] = {}
     for key, model in (("providers", ProvidersFileSpec), ("tasks", TasksFileSpec), ("budgets", BudgetsFileSpec)):
         if key in docs:
             specs[key] = _validate(docs[key], model, diags)
     if any(specs.get(k) is None for k in ("providers", "tasks", "budgets")):
         return None, diags
-    _check_references(specs["providers"], specs["tasks"], docs, set(pipelines), diags)
+    _check_models(specs["providers"], docs["providers"], diags)
+    _check_tasks(specs["tasks"], specs["providers"].models, docs["tasks"], set(pipelines), diags)
     _check_budgets(specs["budgets"], docs["budgets"], diags)
     loaded = LoadedConfig(
         root=root, providers=specs["providers"], tasks=specs["tasks"], budgets=specs["budgets"],
@@ -249,7 +260,8 @@ def load_config_files(root: Path, env: Mapping[str, str] | None = None) -> tuple
     return loaded, diags
 
 
-def parse_pipeline_text(text: str, file: str = "<pipeline>") -> tuple[PipelineSpec | None, SourceDoc | None, list[Diagnostic]]:
+def parse_pipeline_text(text: str, file: str = "<pipeline>"
+                        ) -> tuple[PipelineSpec | None, SourceDoc | None, list[Diagnostic]]:
     """Parse one pipeline document from text (used by tests and tools)."""
     doc, diags = parse_source(text, file)
     if doc is None:

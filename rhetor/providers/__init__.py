@@ -1,4 +1,6 @@
-"""Provider kinds: ``kind:`` in providers.yaml ↔ ``rhetor/providers/<kind>.py`` (explicit table, no import paths in YAML).
+"""Provider kinds: ``kind:`` in providers.yaml ↔ ``rhetor/providers/<kind>.py``.
+
+An explicit table: YAML never names import paths.
 
 Modules are imported on first use, so a configuration that only uses the offline provider never loads
 the vendor SDKs.

@@ -97,7 +97,8 @@ def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Re
 
 
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    code = {400: "bad-request", 404: "not-found", 405: "method-not-allowed", 413: "body-too-large"}.get(exc.status_code, "http-error")
+    codes = {400: "bad-request", 404: "not-found", 405: "method-not-allowed", 413: "body-too-large"}
+    code = codes.get(exc.status_code, "http-error")
     body = {"error": {"code": code, "message": str(exc.detail), "details": {}}}
     return Response(body, status_code=exc.status_code, media_type=MediaType.JSON)
 
