@@ -155,8 +155,10 @@ def check_graph(spec: PipelineSpec, doc: SourceDoc, graph: nx.DiGraph) -> list[D
 def check_output(spec: PipelineSpec, doc: SourceDoc, registry: Mapping[str, type[Stage]]) -> list[Diagnostic]:
     node, _, socket = spec.output.partition(".")
     sockets = socket_types(spec, registry)
+    known = [s.id for s in spec.stages]
+    if node in known and node not in sockets:
+        return []  # the stage exists but its type is unknown: reported once, by check_types
     if node not in sockets:
-        known = [s.id for s in spec.stages]
         return [doc.diagnostic(("output",), "unknown-ref", f"no stage {node!r} (in {spec.output!r})",
                                hint=suggest(node, known))]
     if socket not in sockets[node]:

@@ -231,3 +231,15 @@ def test_compiled_pipeline_is_shared_and_immutable(build: BuildContext) -> None:
 
     with pytest.raises(nx.NetworkXError):
         compiled.graph.add_node("x")
+
+
+def test_an_unknown_stage_type_is_reported_once_not_cascaded(build: BuildContext) -> None:
+    compiled, diags = compile_text("""
+        name: toy
+        stages:
+          - {id: a, type: source, inputs: {messages: request.messages}}
+          - {id: out, type: finnish, inputs: {text: a.text}}
+        output: out.completion
+    """, build)
+    assert compiled is None
+    assert [(d.code, d.hint) for d in diags] == [("unknown-stage-type", "did you mean 'finish'?")]
