@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Diagnostic", "Path_", "dotted", "suggest"]
+__all__ = ["Diagnostic", "Path_", "dotted", "suggest", "suggest_or_list"]
 
 Path_ = tuple[str | int, ...]
 
@@ -32,6 +32,16 @@ def suggest(word: str, candidates: Iterable[str]) -> str | None:
     """A "did you mean 'x'?" hint, or None when nothing is close."""
     match = difflib.get_close_matches(str(word), sorted(set(candidates)), n=1, cutoff=0.6)
     return f"did you mean {match[0]!r}?" if match else None
+
+
+def suggest_or_list(word: str, candidates: Iterable[str], most: int = 10) -> str | None:
+    """A "did you mean" hint, else the known names (up to ``most``), else None."""
+    names = sorted(set(candidates))
+    hint = suggest(word, names)
+    if hint or not names:
+        return hint
+    shown = ", ".join(names[:most]) + (", ..." if len(names) > most else "")
+    return f"known: {shown}"
 
 
 @dataclass(frozen=True, order=True)

@@ -67,7 +67,13 @@ def pydantic_diagnostics(exc: ValidationError, doc: SourceDoc, model: type[BaseM
                 hint = "allowed keys: " + ", ".join(allowed)
             out.append(doc.diagnostic(path, "unknown-key", f"unknown key {loc[-1]!r}", hint=hint, key=True))
         elif kind == "missing":
-            out.append(doc.diagnostic(path[:-1], "missing-field", f"missing required key {loc[-1]!r}"))
+            out.append(doc.diagnostic(path[:-1], "missing-field", f"missing required key {loc[-1]!r}", key=True))
+        elif kind in ("dict_type", "model_type", "model_attributes_type"):
+            got = type(err.get("input")).__name__.replace("NoneType", "nothing").replace("str", "a string")
+            out.append(doc.diagnostic(path, "bad-value", f"expected a mapping of `key: value` pairs, got {got}"))
+        elif kind == "value_error":
+            message = str(err["msg"]).removeprefix("Value error, ")
+            out.append(doc.diagnostic(path, "bad-value", message, redact=loc[-1:] == ("api_key",)))
         else:
             hint = None
             expected = (err.get("ctx") or {}).get("expected")

@@ -16,6 +16,7 @@ Pipelines are compiled afterwards by ``rhetor.engine.compile`` against this ``Lo
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from rhetor.config.diagnostics import Diagnostic, Path_, display_path, suggest
+from rhetor.config.diagnostics import Diagnostic, Path_, display_path, dotted, suggest, suggest_or_list
 from rhetor.config.errors_map import pydantic_diagnostics
 from rhetor.config.models import BudgetsFileSpec, PipelineSpec, ProvidersFileSpec, TasksFileSpec
 from rhetor.config.source import SourceDoc, load_source, parse_source
@@ -40,6 +41,7 @@ _BUDGET_ENV = {
     "RHETOR_BUDGET_MONTHLY_LIMIT": "monthly",
 }
 _POLICIES = ("ignore", "warn", "enforce", "downgrade")
+_CONFIG_FILES = ("providers.yaml", "tasks.yaml", "budgets.yaml")
 
 
 @dataclass(frozen=True)
@@ -93,9 +95,15 @@ def _validate(doc: SourceDoc, model: type[M], diags: list[Diagnostic]) -> M | No
         return None
 
 
-def _env_overrides(doc: SourceDoc, env: Mapping[str, str], diags: list[Diagnostic]) -> None:
-    """Apply ``RHETOR_BUDGET_*`` to the parsed budgets document (before validation)."""
-    data = doc.data if isinstance(doc.data, dict) else {}
+def _env_overrides(doc: SourceDoc, env: Mapping[str, str], diags: list[Diagnostic]) -> dict[str, str]:
+    """Apply ``RHETOR_BUDGET_*`` to the parsed budgets document (before validation).
+
+    Returns window → variable for every limit that came from the environment, so later checks blame
+    the variable and not the file. A document that is not a mapping is left alone for validation to report.
+    """
+    if not isinstance(doc.data, dict):
+        return {}
+    data = doc.data
     policy = env.get("RHETOR_BUDGET_POLICY")
     if policy is not None:
         if policy not in _POLICIES:
@@ -104,21 +112,24 @@ def _env_overrides(doc: SourceDoc, env: Mapping[str, str], diags: list[Diagnosti
                                     hint=suggest(policy, _POLICIES)))
         else:
             data["policy"] = policy
+    from_env: dict[str, str] = {}
     for var, window in _BUDGET_ENV.items():
         raw = env.get(var)
         if raw is None:
             continue
         try:
             value = float(raw)
-            if value < 0:
-                raise ValueError(raw)
         except ValueError:
-            diags.append(Diagnostic("<env>", 1, 1, "bad-value", f"{var}={raw!r} is not a number of USD >= 0"))
+            value = -1.0
+        if not math.isfinite(value) or value < 0:
+            diags.append(Diagnostic("<env>", 1, 1, "bad-value", f"{var}={raw!r} is not a number of USD >= 0",
+                                    hint="0 means no limit"))
             continue
         limits = data.setdefault("limits", {})
         if isinstance(limits, dict):
             limits[window] = value
-    doc.data = data
+            from_env[window] = var
+    return from_env
 
 
 def _check_models(p: ProvidersFileSpec, pdoc: SourceDoc, diags: list[Diagnostic]) -> None:
@@ -142,7 +153,7 @@ def _check_chain(chain: list[str], path: Path_, models: Mapping[str, Any], tdoc:
     for i, ref in enumerate(chain):
         if ref not in models:
             diags.append(tdoc.diagnostic((*path, i), "unknown-ref", f"unknown model {ref!r}",
-                                         hint=suggest(ref, models)))
+                                         hint=suggest_or_list(ref, models)))
         elif ref in seen:
             diags.append(tdoc.diagnostic((*path, i), "duplicate-id",
                                          f"model {ref!r} appears twice in one chain; each target is tried once"))
@@ -150,15 +161,16 @@ def _check_chain(chain: list[str], path: Path_, models: Mapping[str, Any], tdoc:
 
 
 def _check_tasks(t: TasksFileSpec, models: Mapping[str, Any], tdoc: SourceDoc, pipelines: set[str],
-                 diags: list[Diagnostic]) -> None:
+                 broken: set[str], diags: list[Diagnostic]) -> None:
     if t.default_task not in t.tasks:
         diags.append(tdoc.diagnostic(("default_task",), "unknown-ref", f"unknown task type {t.default_task!r}",
                                      hint=suggest(t.default_task, t.tasks)))
     for name, task in t.tasks.items():
         _check_chain(task.chain, ("tasks", name, "chain"), models, tdoc, diags)
-        if task.pipeline not in pipelines:
+        if task.pipeline not in pipelines and task.pipeline not in broken:
             diags.append(tdoc.diagnostic(("tasks", name, "pipeline"), "unknown-ref",
-                                         f"unknown pipeline {task.pipeline!r}", hint=suggest(task.pipeline, pipelines)))
+                                         f"unknown pipeline {task.pipeline!r}",
+                                         hint=suggest_or_list(task.pipeline, pipelines)))
     for comp, routing in t.components.items():
         for task_name, chain in routing.tasks.items():
             if task_name not in t.tasks:
@@ -170,20 +182,28 @@ def _check_tasks(t: TasksFileSpec, models: Mapping[str, Any], tdoc: SourceDoc, p
             _check_chain(routing.default_chain, ("components", comp, "default_chain"), models, tdoc, diags)
 
 
-def _check_budgets(b: BudgetsFileSpec, doc: SourceDoc, diags: list[Diagnostic]) -> None:
-    scopes: list[tuple[Path_, Any]] = [(("limits",), b.limits)]
-    scopes += [(("components", name, "limits"), scope.limits) for name, scope in b.components.items()]
-    for path, lim in scopes:
+def _check_budgets(b: BudgetsFileSpec, doc: SourceDoc, from_env: Mapping[str, str],
+                   diags: list[Diagnostic]) -> None:
+    scopes: list[tuple[Path_, Any, Mapping[str, str]]] = [(("limits",), b.limits, from_env)]
+    scopes += [(("components", name, "limits"), scope.limits, {}) for name, scope in b.components.items()]
+    for path, lim, env_vars in scopes:
         pairs = [("daily", lim.daily, "weekly", lim.weekly), ("weekly", lim.weekly, "monthly", lim.monthly)]
         for small, sv, big, bv in pairs:
-            if sv and bv and sv > bv:
-                diags.append(doc.diagnostic((*path, small), "bad-value",
-                                            f"{small} limit {sv} is above the {big} limit {bv}"))
+            if not (sv and bv and sv > bv):
+                continue
+            message = f"{small} limit {sv:g} is above the {big} limit {bv:g}"
+            named = [f"{env_vars[w]}={lim_v:g}" for w, lim_v in ((small, sv), (big, bv)) if w in env_vars]
+            if named:
+                diags.append(Diagnostic("<env>", 1, 1, "bad-value", f"{message} (set by {', '.join(named)})",
+                                        path=dotted((*path, small))))
+            else:
+                diags.append(doc.diagnostic((*path, small), "bad-value", message))
 
 
 def _load_file_docs(root: Path, env: Mapping[str, str], digest: Any,
-                    diags: list[Diagnostic]) -> dict[str, SourceDoc]:
+                    diags: list[Diagnostic]) -> tuple[dict[str, SourceDoc], dict[str, str]]:
     docs: dict[str, SourceDoc] = {}
+    from_env: dict[str, str] = {}
     task_file = env.get("RHETOR_TASK_CONFIG")
     files = {"providers": _pick(root, "providers.yaml"), "budgets": _pick(root, "budgets.yaml")}
     if task_file:
@@ -194,36 +214,61 @@ def _load_file_docs(root: Path, env: Mapping[str, str], digest: Any,
     for key, (path, shown) in files.items():
         doc, errs = load_source(path, shown)
         diags.extend(errs)
+        if doc is not None and shown.startswith("<built-in>/") and _has_own_config(root):
+            diags.append(doc.diagnostic((), "missing-file", f"no {path.name} in {root.name}/; this built-in one "
+                                        "is used", severity="warning"))
         if doc is not None:
             docs[key] = doc
             digest.update(shown.encode() + b"\0" + doc.text.encode() + b"\0")
     if "budgets" in docs:
-        _env_overrides(docs["budgets"], env, diags)
+        from_env = _env_overrides(docs["budgets"], env, diags)
         for var in ("RHETOR_BUDGET_POLICY", *_BUDGET_ENV):
             if var in env:
                 digest.update(f"{var}={env[var]}\0".encode())
-    return docs
+    return docs, from_env
+
+
+def _has_own_config(root: Path) -> bool:
+    """Whether ``root`` holds configuration of its own (then a missing file is worth a warning)."""
+    return any((root / n).is_file() for n in _CONFIG_FILES) or (root / "pipelines").is_dir()
+
+
+def _pipeline_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
 
 
 def _load_pipelines(root: Path, digest: Any, diags: list[Diagnostic]
-                    ) -> tuple[dict[str, PipelineSpec], dict[str, SourceDoc]]:
-    """``pipelines/*.yaml`` of ``root``, or the built-in ones when it has none."""
-    pipe_dir = root / "pipelines"
-    pipe_files = sorted(pipe_dir.glob("*.yaml")) if pipe_dir.is_dir() else []
+                    ) -> tuple[dict[str, PipelineSpec], dict[str, SourceDoc], set[str]]:
+    """``pipelines/*.yaml`` (and ``*.yml``) of ``root``, or the built-in ones when it has none.
+
+    Also returns the names of pipelines whose file exists but does not validate, so that references
+    to them are not reported a second time as unknown.
+    """
+    pipe_files = _pipeline_files(root / "pipelines")
     builtin = not pipe_files
     if builtin:
-        pipe_files = sorted((default_config_dir() / "pipelines").glob("*.yaml"))
+        if (root / "pipelines").is_dir():
+            diags.append(Diagnostic("pipelines", 1, 1, "missing-file",
+                                    "pipelines/ has no *.yaml file; the built-in pipelines are used",
+                                    severity="warning"))
+        pipe_files = _pipeline_files(default_config_dir() / "pipelines")
     pipelines: dict[str, PipelineSpec] = {}
     pipeline_docs: dict[str, SourceDoc] = {}
+    broken: set[str] = set()
     for path in pipe_files:
         shown = f"<built-in>/pipelines/{path.name}" if builtin else display_path(path, root)
         doc, errs = load_source(path, shown)
         diags.extend(errs)
         if doc is None:
+            broken.add(path.stem)
             continue
         digest.update(shown.encode() + b"\0" + doc.text.encode() + b"\0")
         spec = _validate(doc, PipelineSpec, diags)
         if spec is None:
+            name = doc.data.get("name") if isinstance(doc.data, dict) else None
+            broken.add(name if isinstance(name, str) else path.stem)
             continue
         if spec.name in pipelines:
             diags.append(doc.diagnostic(("name",), "duplicate-id",
@@ -231,7 +276,7 @@ def _load_pipelines(root: Path, digest: Any, diags: list[Diagnostic]
             continue
         pipelines[spec.name] = spec
         pipeline_docs[spec.name] = doc
-    return pipelines, pipeline_docs
+    return pipelines, pipeline_docs, broken
 
 
 def load_config_files(root: Path, env: Mapping[str, str] | None = None
@@ -241,8 +286,8 @@ def load_config_files(root: Path, env: Mapping[str, str] | None = None
     root = root.resolve()
     diags: list[Diagnostic] = []
     digest = hashlib.sha256()
-    docs = _load_file_docs(root, env, digest, diags)
-    pipelines, pipeline_docs = _load_pipelines(root, digest, diags)
+    docs, from_env = _load_file_docs(root, env, digest, diags)
+    pipelines, pipeline_docs, broken = _load_pipelines(root, digest, diags)
     specs: dict[str, Any] = {}
     for key, model in (("providers", ProvidersFileSpec), ("tasks", TasksFileSpec), ("budgets", BudgetsFileSpec)):
         if key in docs:
@@ -250,8 +295,8 @@ def load_config_files(root: Path, env: Mapping[str, str] | None = None
     if any(specs.get(k) is None for k in ("providers", "tasks", "budgets")):
         return None, diags
     _check_models(specs["providers"], docs["providers"], diags)
-    _check_tasks(specs["tasks"], specs["providers"].models, docs["tasks"], set(pipelines), diags)
-    _check_budgets(specs["budgets"], docs["budgets"], diags)
+    _check_tasks(specs["tasks"], specs["providers"].models, docs["tasks"], set(pipelines), broken, diags)
+    _check_budgets(specs["budgets"], docs["budgets"], from_env, diags)
     loaded = LoadedConfig(
         root=root, providers=specs["providers"], tasks=specs["tasks"], budgets=specs["budgets"],
         pipelines=pipelines, docs=docs, pipeline_docs=pipeline_docs,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 __all__ = [
     "BudgetLimitsSpec",
@@ -50,10 +50,18 @@ class TimeoutsSpec(_Spec):
     """Seconds one attempt may take in all, streams included."""
 
 
+def _env_reference(value: str) -> str:
+    if not re.fullmatch(r"env:[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ValueError("write `env:VARIABLE` (the key is read from that environment variable); "
+                         "keys are never written in config files")
+    return value
+
+
 class ProviderSpec(_Spec):
     kind: Literal["anthropic", "openai", "ollama", "simulated"]
     """Which SDK talks to this provider; `openai` also covers OpenAI-compatible servers via `base_url`."""
-    api_key: str | None = Field(None, pattern=r"^env:[A-Za-z_][A-Za-z0-9_]*$")
+    api_key: Annotated[str, AfterValidator(_env_reference),
+                       Field(json_schema_extra={"pattern": "^env:[A-Za-z_][A-Za-z0-9_]*$"})] | None = None
     """Where the key is read from, always `env:VARIABLE`; keys are never written in config files."""
     base_url: str | None = None
     """Endpoint of the provider's API; defaults to the vendor's own."""
@@ -151,22 +159,23 @@ class BudgetsFileSpec(_Spec):
 _REF = re.compile(r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_]+$")
 
 
+def _stage_ref(value: str) -> str:
+    if not _REF.match(value):
+        raise ValueError(f"{value!r} is not of the form 'stage.output' (or 'request.messages', 'request.options')")
+    return value
+
+
+Ref = Annotated[str, AfterValidator(_stage_ref), Field(json_schema_extra={"pattern": _REF.pattern})]
+
+
 class StageSpec(_Spec):
     id: Name
     type: str = Field(min_length=1)
     """A stage type from Rhetor's registry (`rhetor validate` lists them when one is unknown)."""
-    inputs: dict[str, str] = {}
+    inputs: dict[str, Ref] = {}
     """Input name → `stage.output` (or `request.messages` / `request.options`)."""
     with_: dict[str, Any] = Field({}, alias="with")
     """The stage type's own settings; checked against that type's config model."""
-
-    @field_validator("inputs")
-    @classmethod
-    def _refs_are_dotted(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, ref in value.items():
-            if not _REF.match(ref):
-                raise ValueError(f"input {name!r}: {ref!r} is not of the form 'stage.output'")
-        return value
 
 
 class PipelineLimitsSpec(_Spec):
@@ -184,6 +193,6 @@ class PipelineSpec(_Spec):
     name: Name
     description: str = ""
     stages: list[StageSpec] = Field(min_length=1)
-    output: str = Field(pattern=_REF.pattern)
+    output: Ref
     """The `stage.output` whose completion is the pipeline's answer."""
     limits: PipelineLimitsSpec = PipelineLimitsSpec()

@@ -50,12 +50,18 @@ class SourceDoc:
 
     def diagnostic(
         self, path: Path_, code: str, message: str, *, hint: str | None = None, key: bool = False,
-        severity: str = "error",
+        severity: str = "error", redact: bool = False,
     ) -> Diagnostic:
+        """A diagnostic at ``path``; ``redact`` hides the offending value in the snippet (secrets)."""
         line, col = self.position(path, key=key)
+        text = self.text
+        if redact:
+            lines = text.splitlines()
+            lines[line - 1] = lines[line - 1][: col - 1] + "<redacted>"
+            text = "\n".join(lines)
         return Diagnostic(
             file=self.file, line=line, column=col, code=code, message=message, path=dotted(path),
-            hint=hint, snippet=caret_snippet(self.text, line, col), severity=severity,
+            hint=hint, snippet=caret_snippet(text, line, col), severity=severity,
         )
 
 
@@ -77,14 +83,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
+    seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
+                None, None, f"duplicate key {key!r} (first defined on line {seen[key]})", key_node.start_mark
             )
-        seen.add(key)
+        seen[key] = key_node.start_mark.line + 1
     return loader.construct_mapping(node, deep=deep)
 
 
@@ -101,6 +107,12 @@ def parse_source(text: str, file: str) -> tuple[SourceDoc | None, list[Diagnosti
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         code = "duplicate-key" if "duplicate key" in str(exc.problem) else "yaml-syntax"
         message = str(exc.problem or exc).strip()
+        if exc.context and exc.context_mark and exc.context_mark is not mark:
+            message += f" ({exc.context} that starts on line {exc.context_mark.line + 1})"
+        elif exc.context:
+            message += f" ({exc.context})"
+        if "mapping values are not allowed" in message or "could not find expected ':'" in message:
+            message += "; check the indentation and that a space follows each ':'"
         return None, [Diagnostic(file, line, col, code, message, snippet=caret_snippet(text, line, col))]
     doc = SourceDoc(file=file, text=text, data=data if data is not None else {})
     if node is not None:

@@ -17,7 +17,15 @@ from rhetor.config.diagnostics import Diagnostic
 from rhetor.config.errors_map import pydantic_diagnostics
 from rhetor.config.models import PipelineSpec
 from rhetor.config.source import SourceDoc
-from rhetor.engine.graph import REQUEST_NODE, build_graph, check_graph, check_ids, check_inputs, check_output, check_types
+from rhetor.engine.graph import (
+    REQUEST_NODE,
+    build_graph,
+    check_graph,
+    check_ids,
+    check_inputs,
+    check_output,
+    check_types,
+)
 from rhetor.stages.base import Bounds, BuildContext, Stage, StageConfig
 
 __all__ = ["CompiledPipeline", "CompiledStage", "compile_pipeline"]
@@ -66,17 +74,20 @@ def _validate_stage_configs(spec: PipelineSpec, doc: SourceDoc, build: BuildCont
 
 def _check_limits(spec: PipelineSpec, doc: SourceDoc, bounds: Bounds) -> list[Diagnostic]:
     limits = spec.limits
-    checks: list[tuple[str, Any, float, str]] = [
-        ("max_attempts", limits.max_attempts, bounds.attempts, "provider attempts"),
-        ("max_latency_s", limits.max_latency_s, bounds.latency_s, "seconds"),
-        ("max_cost_usd", limits.max_cost_usd, bounds.cost_usd, "USD"),
+    checks: list[tuple[str, Any, float, str, str]] = [
+        ("max_attempts", limits.max_attempts, bounds.attempts, "provider attempts",
+         "shorten the longest chain in tasks.yaml, or raise the limit"),
+        ("max_latency_s", limits.max_latency_s, bounds.latency_s, "seconds",
+         "lower the providers' `timeouts.total`, set the generate stage's `deadline_s`, or raise the limit"),
+        ("max_cost_usd", limits.max_cost_usd, bounds.cost_usd, "USD",
+         "drop expensive models from the chains, cap `max_tokens` in the generate stage, or raise the limit"),
     ]
     out = []
-    for key, limit, worst, unit in checks:
+    for key, limit, worst, unit, hint in checks:
         if limit is not None and worst > limit:
             out.append(doc.diagnostic(("limits", key), "limit-exceeded",
                                       f"worst case is {worst:g} {unit}, above the declared {key} of {limit:g}",
-                                      hint="shorten the chains, lower timeouts or max_tokens, or raise the limit"))
+                                      hint=hint))
     return out
 
 

@@ -106,9 +106,9 @@ def check_inputs(spec: PipelineSpec, doc: SourceDoc, registry: Mapping[str, type
                        if issubclass(t, cls.inputs[name]) and n != stage.id]
             hint = f"connect it, e.g. `{name}: {fitting[0]}`" if fitting else None
             out.append(doc.diagnostic(("stages", i, "inputs") if stage.inputs else ("stages", i, "id"),
-                                      "missing-input",
-                                      f"stage {stage.id!r} ({stage.type}) needs input {name!r} "
-                                      f"of type {type_label(cls.inputs[name])}", hint=hint))
+                                      "missing-input", key=True, message=(
+                                          f"stage {stage.id!r} ({stage.type}) needs input {name!r} "
+                                          f"of type {type_label(cls.inputs[name])}"), hint=hint))
     return out
 
 
@@ -116,10 +116,11 @@ def build_graph(spec: PipelineSpec) -> nx.DiGraph:
     """The DAG: nodes are stage ids plus ``request``; edges carry the socket names."""
     graph = nx.DiGraph()
     graph.add_node(REQUEST_NODE)
-    ids = {s.id for s in spec.stages}
-    for stage in spec.stages:
+    stages = [s for s in spec.stages if s.id != REQUEST_NODE]  # a stage named 'request' is a duplicate-id
+    ids = {s.id for s in stages}
+    for stage in stages:
         graph.add_node(stage.id, type=stage.type)
-    for stage in spec.stages:
+    for stage in stages:
         for name, ref in stage.inputs.items():
             node, _, socket = ref.partition(".")
             if node in ids or node == REQUEST_NODE:
@@ -142,10 +143,11 @@ def check_graph(spec: PipelineSpec, doc: SourceDoc, graph: nx.DiGraph) -> list[D
             loop = " → ".join([*members, members[0]])
             out.append(doc.diagnostic(("stages", index[members[0]], "inputs"), "cycle",
                                       f"stages form a cycle: {loop}",
-                                      hint="a pipeline is a DAG; feed one of these from an earlier stage"))
+                                      hint="a pipeline is a DAG; feed one of these from an earlier stage",
+                                      key=True))
     reachable = nx.descendants(graph, REQUEST_NODE)
     for stage in spec.stages:
-        if stage.id not in reachable and stage.id not in in_cycle:
+        if stage.id not in reachable and stage.id not in in_cycle and stage.id != REQUEST_NODE:
             why = "it has no inputs" if not stage.inputs else "none of its inputs comes from the request"
             out.append(doc.diagnostic(("stages", index[stage.id], "id"), "unreachable-stage",
                                       f"stage {stage.id!r} is not reachable from the request ({why})"))
@@ -161,11 +163,14 @@ def check_output(spec: PipelineSpec, doc: SourceDoc, registry: Mapping[str, type
     if node not in sockets:
         return [doc.diagnostic(("output",), "unknown-ref", f"no stage {node!r} (in {spec.output!r})",
                                hint=suggest(node, known))]
+    completions = [f"{n}.{s}" for n, outs in sockets.items() for s, t in outs.items() if issubclass(t, Completion)]
+    fitting = f"outputs of type Completion: {', '.join(completions)}" if completions else None
     if socket not in sockets[node]:
+        have = ", ".join(f"{s}: {type_label(t)}" for s, t in sockets[node].items())
         return [doc.diagnostic(("output",), "unknown-ref", f"{node!r} has no output {socket!r}",
-                               hint=suggest(socket, sockets[node]))]
+                               hint=suggest(socket, sockets[node]) or f"its outputs are {have}")]
     if not issubclass(sockets[node][socket], Completion):
         return [doc.diagnostic(("output",), "type-mismatch",
                                f"the pipeline's output must be a Completion, {spec.output} is "
-                               f"{type_label(sockets[node][socket])}")]
+                               f"{type_label(sockets[node][socket])}", hint=fitting)]
     return []
