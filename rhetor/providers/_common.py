@@ -1,0 +1,231 @@
+"""Helpers shared by the SDK-backed providers (``anthropic``, ``openai``, ``ollama``).
+
+* ``sdk_timeout``: the SDK's httpx timeout from ``timeouts:`` (connect, read ≈ first_token, total).
+* ``Deadlines``: the first-token and total deadlines one attempt must meet, enforced with
+  ``asyncio.timeout_at`` around each wait (never across a ``yield``).
+* ``StreamState``: the text and usage known so far, so a broken stream becomes a ``MidStreamError``.
+* ``Boundary``: builds Rhetor's provider errors (status → class, ``Retry-After``, secrets removed).
+* ``parse_retry_after``: ``retry-after-ms``, then ``Retry-After`` in seconds or as an HTTP date.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from rhetor import errors
+from rhetor.config.models import TimeoutsSpec
+from rhetor.types import Usage
+
+__all__ = [
+    "Boundary",
+    "Deadlines",
+    "MalformedChunk",
+    "StreamState",
+    "check_base_url",
+    "drain",
+    "looks_too_long",
+    "parse_retry_after",
+    "sdk_timeout",
+]
+
+_TOO_LONG = ("maximum context length", "context length", "context_length", "context window", "too long",
+             "prompt is too long")
+_REDACTED = "[redacted]"
+
+
+class MalformedChunk(Exception):
+    """A response or stream chunk that does not have the vendor's documented shape."""
+
+
+def sdk_timeout(timeouts: TimeoutsSpec, timeout_cls: Any) -> Any:
+    """``timeout_cls`` (``httpx.Timeout`` or ``httpx2.Timeout``) from a provider's ``timeouts:``."""
+    return timeout_cls(timeouts.total, connect=timeouts.connect, read=timeouts.first_token)
+
+
+def check_base_url(base_url: str | None) -> str | None:
+    """Why ``base_url`` cannot be used (malformed), or None when it is fine or unset."""
+    if base_url is None:
+        return None
+    try:
+        parts = urlsplit(base_url)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        return f"malformed base_url {base_url!r}"
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        return f"malformed base_url {base_url!r}: expected http(s)://host[:port][/path]"
+    return None
+
+
+def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date), or None."""
+    if not headers:
+        return None
+    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    ms = lowered.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def looks_too_long(*texts: object) -> bool:
+    """Whether a vendor error message says the prompt does not fit the model's context."""
+    joined = " ".join(str(t) for t in texts if t).lower()
+    return any(marker in joined for marker in _TOO_LONG)
+
+
+class Deadlines:
+    """The first-token and total deadlines of one attempt, on the running loop's clock."""
+
+    def __init__(self, timeouts: TimeoutsSpec) -> None:
+        self.timeouts = timeouts
+        self.started = asyncio.get_running_loop().time()
+        self.total = self.started + timeouts.total
+        self.first_token = min(self.started + timeouts.first_token, self.total)
+
+    def next(self, started: bool) -> float:
+        """The deadline of the next wait: the first token's until one came, then the total."""
+        return self.total if started else self.first_token
+
+    def message(self) -> str:
+        if asyncio.get_running_loop().time() >= self.total - 1e-3:
+            return f"no complete answer within the total timeout of {self.timeouts.total:g}s"
+        return f"no first token within {self.timeouts.first_token:g}s"
+
+
+@dataclass
+class StreamState:
+    """What a stream has produced so far: text sent to the caller, usage reported, finish reason."""
+
+    parts: list[str] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    finish_reason: str | None = None
+    done: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def started(self) -> bool:
+        return bool(self.parts)
+
+    def usage(self) -> Usage:
+        return Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                     cache_read_tokens=self.cache_read_tokens, cache_write_tokens=self.cache_write_tokens)
+
+
+async def drain(events: Any, deadline: float) -> None:
+    """Read what follows a stream's final event (the end of the body) so its connection goes back to
+    the pool; gives up quietly after a second, at ``deadline`` or on any error: the answer is complete."""
+    try:
+        async with asyncio.timeout_at(min(deadline, asyncio.get_running_loop().time() + 1.0)):
+            async for _ in events:
+                pass
+    except Exception:  # noqa: BLE001 - the answer is already complete
+        return
+
+
+def _redact(value: Any, secrets: tuple[str, ...]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, _REDACTED)
+        return value
+    if isinstance(value, Mapping):
+        return {_redact(k, secrets): _redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact(v, secrets) for v in value]
+    return value
+
+
+def parse_body(text: str | None, fallback: Any = None) -> Any:
+    """The vendor's error body as parsed JSON when it is JSON, else the text (or ``fallback``)."""
+    if text:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return fallback
+
+
+@dataclass
+class Boundary:
+    """Builds Rhetor's errors for one attempt of ``provider`` on ``model``; never lets a secret through."""
+
+    provider: str
+    model: str
+    secrets: tuple[str, ...] = ()
+    deadlines: Deadlines | None = None
+    state: StreamState | None = None
+
+    def error(self, cls: type[errors.ProviderError], message: str, *, status: int | None = None,
+              body: Any = None, **kwargs: Any) -> errors.ProviderError:
+        return cls(_redact(f"{self.provider} ({self.model}): {message}", self.secrets), provider=self.provider,
+                   model=self.model, upstream_status=status, body=_redact(body, self.secrets), **kwargs)
+
+    def status_error(self, status: int, message: str, *, body: Any, headers: Mapping[str, str] | None,
+                     too_long: bool = False, overloaded: bool = False) -> errors.ProviderError:
+        """The error for an HTTP error answer (401/403, 400/404/422, 429, 5xx/529...)."""
+        text = f"upstream answered {status}: {message}"
+        if status in (401, 403):
+            return self.error(errors.AuthenticationError, text, status=status, body=body)
+        if status == 429:
+            return self.error(errors.RateLimitError, text, status=status, body=body,
+                              retry_after=parse_retry_after(headers))
+        if overloaded or status >= 500:
+            return self.error(errors.OverloadedError, text, status=status, body=body)
+        if status == 408:
+            return self.error(errors.ProviderTimeoutError, text, status=status, body=body)
+        if too_long and status in (400, 413, 422):
+            return self.error(errors.ContextTooLongError, text, status=status, body=body)
+        return self.error(errors.BadRequestError, text, status=status, body=body)
+
+    def timeout(self) -> errors.ProviderError:
+        message = self.deadlines.message() if self.deadlines else "timed out"
+        return self.error(errors.ProviderTimeoutError, message)
+
+    def surface(self, err: errors.ProviderError) -> errors.ProviderError:
+        """``err`` as raised to the caller: a ``MidStreamError`` once a stream has sent text."""
+        state = self.state
+        if state is None or not state.started or isinstance(err, errors.MidStreamError):
+            return err
+        return errors.MidStreamError(
+            f"stream broke after {len(state.text)} characters: {err.message}", partial_text=state.text,
+            usage=state.usage(), provider=self.provider, model=self.model, upstream_status=err.upstream_status,
+            body=err.body, details={"cause": err.code, "cause_retryable": err.retryable},
+        )
+
+    def translate(self, exc: BaseException) -> errors.ProviderError | None:
+        """The errors every provider maps alike: its own, deadlines and malformed chunks."""
+        if isinstance(exc, errors.ProviderError):
+            return exc
+        if isinstance(exc, TimeoutError):
+            return self.timeout()
+        if isinstance(exc, (MalformedChunk, json.JSONDecodeError)):
+            return self.error(errors.ProviderConnectionError, f"malformed response from upstream: {exc}")
+        return None

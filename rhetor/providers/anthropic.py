@@ -1,0 +1,208 @@
+"""``kind: anthropic``: the Anthropic Messages API through the official SDK's ``AsyncAnthropic`` client.
+
+System messages go in the separate ``system`` parameter. ``temperature`` is not sent: the API version
+this SDK speaks (``anthropic-version: 2026-10-21``) has no sampling parameters and answers 400 to them.
+Usage comes from Anthropic's own numbers: ``input_tokens`` (uncached), ``output_tokens``,
+``cache_read_input_tokens`` and ``cache_creation_input_tokens``; in a stream from ``message_start``
+then each ``message_delta`` (whose counts are cumulative). An ``event: error`` inside a stream (e.g.
+``overloaded_error``) is mapped like the HTTP error it stands for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import anthropic
+import httpx2
+
+from rhetor import errors
+from rhetor.config.models import ProviderSpec
+from rhetor.providers import _common
+from rhetor.providers._common import Boundary, Deadlines, StreamState
+from rhetor.providers.base import (
+    Availability,
+    Provider,
+    ProviderRequest,
+    ProviderResult,
+    StreamDelta,
+    StreamEnd,
+    resolve_key,
+)
+from rhetor.types import Usage
+
+__all__ = ["AnthropicProvider"]
+
+# Anthropic error types (``error.type``) for errors that come with no telling HTTP status (in streams).
+_BY_TYPE: dict[str, type[errors.ProviderError]] = {
+    "overloaded_error": errors.OverloadedError,
+    "api_error": errors.OverloadedError,
+    "rate_limit_error": errors.RateLimitError,
+    "authentication_error": errors.AuthenticationError,
+    "permission_error": errors.AuthenticationError,
+    "billing_error": errors.AuthenticationError,
+    "invalid_request_error": errors.BadRequestError,
+    "not_found_error": errors.BadRequestError,
+    "request_too_large": errors.BadRequestError,
+    "timeout_error": errors.ProviderTimeoutError,
+}
+
+
+@contextmanager
+def _map_errors(boundary: Boundary) -> Iterator[None]:
+    """Turn SDK, httpx and deadline errors into Rhetor's ``ProviderError`` classes (and ``MidStreamError``)."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - every error is mapped or re-raised untouched
+        mapped = boundary.translate(exc) or _classify(exc, boundary)
+        if mapped is None:
+            raise
+        raise boundary.surface(mapped) from None
+
+
+def _classify(exc: Exception, b: Boundary) -> errors.ProviderError | None:
+    if isinstance(exc, anthropic.APIStatusError):
+        body = exc.body
+        err = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
+        kind, message = str(err.get("type") or ""), str(err.get("message") or exc.message)
+        too_long = _common.looks_too_long(message)
+        if exc.status_code >= 400:
+            return b.status_error(exc.status_code, message, body=body, headers=exc.response.headers,
+                                  too_long=too_long, overloaded=kind == "overloaded_error")
+        # an `event: error` inside a 200 stream: only the error type tells what happened
+        cls = _BY_TYPE.get(kind, errors.OverloadedError)
+        if cls is errors.BadRequestError and too_long:
+            cls = errors.ContextTooLongError
+        return b.error(cls, f"stream error {kind or 'unknown'}: {message}", body=body)
+    if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+        return b.error(errors.ProviderTimeoutError, "the request timed out")
+    if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
+        return b.error(errors.ProviderConnectionError, f"connection failed ({type(exc.__cause__ or exc).__name__})")
+    return None
+
+
+def _usage(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    return Usage(input_tokens=getattr(usage, "input_tokens", 0) or 0,
+                 output_tokens=getattr(usage, "output_tokens", 0) or 0,
+                 cache_read_tokens=getattr(usage, "cache_read_input_tokens", 0) or 0,
+                 cache_write_tokens=getattr(usage, "cache_creation_input_tokens", 0) or 0)
+
+
+class AnthropicProvider(Provider):
+    kind = "anthropic"
+
+    def __init__(self, name: str, spec: ProviderSpec, env: Mapping[str, str]) -> None:
+        super().__init__(name, spec, env)
+        self._client: anthropic.AsyncAnthropic | None = None
+        self._unavailable = _common.check_base_url(spec.base_url)
+        key = resolve_key(spec, env)
+        self._secrets = (key,) if key else ()
+        if key is None:
+            var = spec.api_key.removeprefix("env:") if spec.api_key else None
+            self._unavailable = self._unavailable or (
+                f"no API key: set {var}" if var else "no API key: configure api_key: env:ANTHROPIC_API_KEY")
+        if self._unavailable is None:
+            self._client = anthropic.AsyncAnthropic(
+                api_key=key, base_url=spec.base_url, max_retries=spec.max_retries,
+                timeout=_common.sdk_timeout(spec.timeouts, httpx2.Timeout),
+            )
+
+    def availability(self) -> Availability:
+        if self._client is None:
+            return Availability(False, self._unavailable or "not configured")
+        return Availability(True, f"Anthropic API at {self._client.base_url}")
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    def _params(self, request: ProviderRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": request.model_id,
+            "messages": [m.to_dict() for m in request.dialogue],
+            "max_tokens": request.max_tokens,
+        }
+        if request.system is not None:
+            params["system"] = request.system
+        if request.stop:
+            params["stop_sequences"] = list(request.stop)
+        return params
+
+    def _ready(self, boundary: Boundary) -> anthropic.AsyncAnthropic:
+        if self._client is None:
+            raise boundary.error(errors.ProviderUnavailableError, self._unavailable or "not configured")
+        return self._client
+
+    async def complete(self, request: ProviderRequest) -> ProviderResult:
+        deadlines = Deadlines(self.spec.timeouts)
+        b = Boundary(self.name, request.model_id, self._secrets, deadlines)
+        client = self._ready(b)
+        with _map_errors(b):
+            async with asyncio.timeout_at(deadlines.first_token):
+                message = await client.messages.create(**self._params(request))
+            content = getattr(message, "content", None)
+            if content is None:
+                raise _common.MalformedChunk("the answer has no content")
+            text = "".join(getattr(block, "text", "") or "" for block in content
+                           if getattr(block, "type", None) == "text")
+            return ProviderResult(text=text, usage=_usage(getattr(message, "usage", None)),
+                                  finish_reason=getattr(message, "stop_reason", None))
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta | StreamEnd]:
+        state = StreamState()
+        deadlines = Deadlines(self.spec.timeouts)
+        b = Boundary(self.name, request.model_id, self._secrets, deadlines, state)
+        client = self._ready(b)
+        sdk_stream = None
+        try:
+            with _map_errors(b):
+                async with asyncio.timeout_at(deadlines.next(state.started)):
+                    sdk_stream = await client.messages.create(**self._params(request), stream=True)
+            while not state.done:
+                with _map_errors(b):
+                    async with asyncio.timeout_at(deadlines.next(state.started)):
+                        try:
+                            event = await sdk_stream.__anext__()
+                        except StopAsyncIteration:
+                            raise _common.MalformedChunk("the stream ended before message_stop") from None
+                    text = self._consume(event, state)
+                if text:
+                    state.parts.append(text)
+                    yield StreamDelta(text)
+            await _common.drain(sdk_stream, deadlines.total)
+            yield StreamEnd(usage=state.usage(), finish_reason=state.finish_reason)
+        finally:
+            if sdk_stream is not None:
+                await sdk_stream.close()
+
+    @staticmethod
+    def _consume(event: Any, state: StreamState) -> str:
+        """Record an event's usage and stop reason; return its text."""
+        kind = getattr(event, "type", None)
+        if kind == "message_start":
+            usage = _usage(getattr(getattr(event, "message", None), "usage", None))
+            state.input_tokens, state.output_tokens = usage.input_tokens, usage.output_tokens
+            state.cache_read_tokens, state.cache_write_tokens = usage.cache_read_tokens, usage.cache_write_tokens
+        elif kind == "content_block_delta":
+            delta = getattr(event, "delta", None)
+            if getattr(delta, "type", None) == "text_delta":
+                return getattr(delta, "text", "") or ""
+        elif kind == "message_delta":
+            state.finish_reason = getattr(getattr(event, "delta", None), "stop_reason", None) or state.finish_reason
+            usage = getattr(event, "usage", None)
+            # message_delta counts are cumulative; fields it leaves out (null) keep message_start's
+            for field, attr in (("output_tokens", "output_tokens"), ("input_tokens", "input_tokens"),
+                                ("cache_read_tokens", "cache_read_input_tokens"),
+                                ("cache_write_tokens", "cache_creation_input_tokens")):
+                value = getattr(usage, attr, None)
+                if value is not None:
+                    setattr(state, field, value)
+        elif kind == "message_stop":
+            state.done = True
+        elif kind is None:
+            raise _common.MalformedChunk("a stream event has no type")
+        return ""

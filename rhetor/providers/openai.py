@@ -1,0 +1,199 @@
+"""``kind: openai``: the OpenAI Chat Completions API, or any OpenAI-compatible server via ``base_url``.
+
+Requests go through the official SDK's ``AsyncOpenAI`` client, made once per provider. ``max_tokens``
+(not ``max_completion_tokens``) is sent so compatible servers (vLLM, llama.cpp, LM Studio...) accept it;
+streams ask for ``stream_options.include_usage`` so the final chunk carries the token counts.
+Cached prompt tokens (``prompt_tokens_details.cached_tokens``) are reported as cache reads and taken
+out of the input tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import httpx2
+import openai
+
+from rhetor import errors
+from rhetor.config.models import ProviderSpec
+from rhetor.providers import _common
+from rhetor.providers._common import Boundary, Deadlines, StreamState
+from rhetor.providers.base import (
+    Availability,
+    Provider,
+    ProviderRequest,
+    ProviderResult,
+    StreamDelta,
+    StreamEnd,
+    resolve_key,
+)
+from rhetor.types import Usage
+
+__all__ = ["OpenAIProvider"]
+
+_NO_KEY_NEEDED = "not-needed"  # sent to servers that take no key (the SDK insists on one)
+
+
+@contextmanager
+def _map_errors(boundary: Boundary) -> Iterator[None]:
+    """Turn SDK, httpx and deadline errors into Rhetor's ``ProviderError`` classes (and ``MidStreamError``)."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - every error is mapped or re-raised untouched
+        mapped = boundary.translate(exc) or _classify(exc, boundary)
+        if mapped is None:
+            raise
+        raise boundary.surface(mapped) from None
+
+
+def _classify(exc: Exception, b: Boundary) -> errors.ProviderError | None:
+    if isinstance(exc, openai.APIStatusError):
+        body = _common.parse_body(_response_text(exc.response), exc.body)
+        err = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
+        message = str(err.get("message") or exc.message)
+        too_long = err.get("code") == "context_length_exceeded" or _common.looks_too_long(message)
+        return b.status_error(exc.status_code, message, body=body, headers=exc.response.headers, too_long=too_long)
+    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+        return b.error(errors.ProviderTimeoutError, "the request timed out")
+    if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
+        return b.error(errors.ProviderConnectionError, f"connection failed ({type(exc.__cause__ or exc).__name__})")
+    if isinstance(exc, openai.APIError):  # an error object sent inside a 200 stream
+        body = exc.body if isinstance(exc.body, dict) else {}
+        kind = f"{body.get('type') or ''} {body.get('code') or ''}"
+        if "rate_limit" in kind:
+            return b.error(errors.RateLimitError, f"stream error: {exc.message}", body=exc.body)
+        if "invalid_request" in kind:
+            cls = errors.ContextTooLongError if _common.looks_too_long(exc.message, kind) else errors.BadRequestError
+            return b.error(cls, f"stream error: {exc.message}", body=exc.body)
+        return b.error(errors.OverloadedError, f"stream error: {exc.message}", body=exc.body)
+    return None
+
+
+def _response_text(response: Any) -> str | None:
+    try:
+        return response.text
+    except Exception:  # noqa: BLE001 - a body that was never read
+        return None
+
+
+def _usage(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    prompt = getattr(usage, "prompt_tokens", 0) or 0
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = (getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
+    return Usage(input_tokens=max(0, prompt - cached), output_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                 cache_read_tokens=cached)
+
+
+class OpenAIProvider(Provider):
+    kind = "openai"
+
+    def __init__(self, name: str, spec: ProviderSpec, env: Mapping[str, str]) -> None:
+        super().__init__(name, spec, env)
+        self._client: openai.AsyncOpenAI | None = None
+        self._unavailable = _common.check_base_url(spec.base_url)
+        key = resolve_key(spec, env)
+        self._secrets = (key,) if key else ()
+        if key is None and spec.api_key:
+            self._unavailable = self._unavailable or f"no API key: set {spec.api_key.removeprefix('env:')}"
+        elif key is None and spec.base_url is None:
+            self._unavailable = self._unavailable or "no API key: configure api_key: env:OPENAI_API_KEY"
+        if self._unavailable is None:
+            self._client = openai.AsyncOpenAI(
+                api_key=key or _NO_KEY_NEEDED, base_url=spec.base_url, max_retries=spec.max_retries,
+                timeout=_common.sdk_timeout(spec.timeouts, httpx2.Timeout),
+            )
+
+    def availability(self) -> Availability:
+        if self._client is None:
+            return Availability(False, self._unavailable or "not configured")
+        return Availability(True, f"OpenAI-compatible API at {self._client.base_url}")
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    def _params(self, request: ProviderRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": request.model_id,
+            "messages": [m.to_dict() for m in request.messages],
+            "max_tokens": request.max_tokens,
+        }
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        if request.stop:
+            params["stop"] = list(request.stop)
+        return params
+
+    def _ready(self, boundary: Boundary) -> openai.AsyncOpenAI:
+        if self._client is None:
+            raise boundary.error(errors.ProviderUnavailableError, self._unavailable or "not configured")
+        return self._client
+
+    async def complete(self, request: ProviderRequest) -> ProviderResult:
+        b = Boundary(self.name, request.model_id, self._secrets, Deadlines(self.spec.timeouts))
+        client = self._ready(b)
+        with _map_errors(b):
+            async with asyncio.timeout_at(b.deadlines.first_token if b.deadlines else None):
+                response = await client.chat.completions.create(**self._params(request))
+            choices = getattr(response, "choices", None) or []
+            if not choices:
+                raise _common.MalformedChunk("the answer has no choices")
+            message = getattr(choices[0], "message", None)
+            return ProviderResult(text=getattr(message, "content", None) or "",
+                                  usage=_usage(getattr(response, "usage", None)),
+                                  finish_reason=getattr(choices[0], "finish_reason", None))
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta | StreamEnd]:
+        state = StreamState()
+        deadlines = Deadlines(self.spec.timeouts)
+        b = Boundary(self.name, request.model_id, self._secrets, deadlines, state)
+        client = self._ready(b)
+        sdk_stream = None
+        try:
+            with _map_errors(b):
+                async with asyncio.timeout_at(deadlines.next(state.started)):
+                    sdk_stream = await client.chat.completions.create(
+                        **self._params(request), stream=True, stream_options={"include_usage": True})
+            while True:
+                with _map_errors(b):
+                    async with asyncio.timeout_at(deadlines.next(state.started)):
+                        try:
+                            chunk = await sdk_stream.__anext__()
+                        except StopAsyncIteration:
+                            chunk = None
+                    if chunk is None:
+                        if state.finish_reason is None:
+                            raise _common.MalformedChunk("the stream ended before its finish_reason")
+                        break
+                    text = self._consume(chunk, state)
+                if text:
+                    state.parts.append(text)
+                    yield StreamDelta(text)
+            yield StreamEnd(usage=state.usage(), finish_reason=state.finish_reason)
+        finally:
+            if sdk_stream is not None:
+                await sdk_stream.close()
+
+    @staticmethod
+    def _consume(chunk: Any, state: StreamState) -> str:
+        """Record a chunk's usage and finish reason; return its text."""
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            counted = _usage(usage)
+            state.input_tokens, state.output_tokens = counted.input_tokens, counted.output_tokens
+            state.cache_read_tokens = counted.cache_read_tokens
+        choices = getattr(chunk, "choices", None)
+        if choices is None:
+            raise _common.MalformedChunk("a stream chunk has no choices")
+        if not choices:
+            return ""
+        choice = choices[0]
+        if getattr(choice, "finish_reason", None):
+            state.finish_reason = choice.finish_reason
+        delta = getattr(choice, "delta", None)
+        return (getattr(delta, "content", None) or "") if delta is not None else ""
