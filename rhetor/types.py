@@ -109,18 +109,35 @@ class RoutingExplanation:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One provider attempt of a request, successful or not."""
+    """One provider attempt of a request (or a target skipped without a call), successful or not."""
 
     model: str
     provider: str
-    code: str  # "ok" or the RhetorError code
+    code: str  # "ok", the RhetorError code, or why the target was skipped
     status: int | None = None
     message: str = ""
     duration_ms: float = 0.0
+    retry: int = 0
+    """0 for a target's first try, then 1, 2, ... for its retries."""
+    waited_s: float = 0.0
+    """Backoff (or Retry-After) waited before this try."""
+    skipped: bool = False
+    """True when the target was not called (unavailable, circuit open, context window too small)."""
+    circuit: str | None = None
+    """The model's circuit state after this attempt, when it is not closed."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "provider": self.provider, "code": self.code, "status": self.status,
-                "message": self.message}
+        out: dict[str, Any] = {"model": self.model, "provider": self.provider, "code": self.code,
+                               "status": self.status, "message": self.message}
+        if self.retry:
+            out["retry"] = self.retry
+        if self.waited_s:
+            out["waited_s"] = round(self.waited_s, 3)
+        if self.skipped:
+            out["skipped"] = True
+        if self.circuit:
+            out["circuit"] = self.circuit
+        return out
 
 
 @dataclass(frozen=True, slots=True)

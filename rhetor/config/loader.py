@@ -66,6 +66,7 @@ class LoadedConfig:
             if task.pipeline != pipeline:
                 continue
             chains.append(list(task.chain))
+            chains.extend(list(c) for c in task.by_complexity.values())
             for comp in self.tasks.components.values():
                 if name in comp.tasks:
                     chains.append(list(comp.tasks[name]))
@@ -167,6 +168,8 @@ def _check_tasks(t: TasksFileSpec, models: Mapping[str, Any], tdoc: SourceDoc, p
                                      hint=suggest(t.default_task, t.tasks)))
     for name, task in t.tasks.items():
         _check_chain(task.chain, ("tasks", name, "chain"), models, tdoc, diags)
+        for level, chain in task.by_complexity.items():
+            _check_chain(chain, ("tasks", name, "by_complexity", level), models, tdoc, diags)
         if task.pipeline not in pipelines and task.pipeline not in broken:
             diags.append(tdoc.diagnostic(("tasks", name, "pipeline"), "unknown-ref",
                                          f"unknown pipeline {task.pipeline!r}",

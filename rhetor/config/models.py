@@ -17,6 +17,7 @@ __all__ = [
     "BudgetLimitsSpec",
     "BudgetScopeSpec",
     "BudgetsFileSpec",
+    "CircuitBreakerSpec",
     "ComponentRoutingSpec",
     "ModelPriceSpec",
     "ModelSpec",
@@ -96,11 +97,20 @@ class ModelSpec(_Spec):
     tier: Literal["local", "economy", "standard", "premium"] = "standard"
 
 
+class CircuitBreakerSpec(_Spec):
+    failures: int = Field(5, ge=1, le=1000)
+    """Consecutive failures of a model that open its circuit."""
+    cooldown_s: float = Field(30.0, gt=0)
+    """Seconds an open circuit skips the model before letting one trial request through."""
+
+
 class ProvidersFileSpec(_Spec):
     providers: dict[Name, ProviderSpec]
     models: dict[Name, ModelSpec]
     default_model: Name | None = None
     """Model used when a request names neither a model nor a task with a chain."""
+    circuit_breaker: CircuitBreakerSpec = CircuitBreakerSpec()
+    """Per-model circuit breaking, shared by every pipeline."""
 
 
 # ---------------------------------------------------------------- tasks.yaml
@@ -111,6 +121,8 @@ class TaskSpec(_Spec):
     """Pipeline that serves requests of this task type."""
     chain: list[Name] = Field(min_length=1)
     """Models tried in order; the last is usually `simulated` so Rhetor answers with no keys."""
+    by_complexity: dict[Literal["low", "medium", "high"], list[Name]] = {}
+    """Chains used instead of `chain` when a request's `routing_parameters.complexity` names a level."""
     description: str = ""
 
 

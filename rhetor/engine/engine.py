@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rhetor.config.diagnostics import Diagnostic
 from rhetor.config.loader import LoadedConfig, load_config_files
+from rhetor.config.models import ProviderSpec
 from rhetor.engine.compile import CompiledPipeline, compile_pipeline
 from rhetor.engine.run import RunResult, StageTrace, execute, explain
+from rhetor.engine.runtime import Clock, Runtime
 from rhetor.errors import ConfigError, UnknownPipelineError
 from rhetor.providers import Provider, build_provider
 from rhetor.stages import REGISTRY
@@ -37,10 +39,11 @@ class Explanation:
 
 class Engine:
     def __init__(self, config: LoadedConfig, providers: Mapping[str, Provider],
-                 pipelines: Mapping[str, CompiledPipeline]) -> None:
+                 pipelines: Mapping[str, CompiledPipeline], runtime: Runtime) -> None:
         self.config = config
         self.providers = providers
         self.pipelines = pipelines
+        self.runtime = runtime
 
     @property
     def version(self) -> str:
@@ -99,15 +102,27 @@ class Engine:
             await provider.aclose()
 
 
-def load_engine(root: Path, env: Mapping[str, str] | None = None) -> tuple[Engine | None, list[Diagnostic]]:
-    """Load, check and compile the configuration in ``root``; every diagnostic is returned, sorted."""
+ProviderFactory = Callable[[str, ProviderSpec, Mapping[str, str], Clock], Provider]
+
+
+def load_engine(root: Path, env: Mapping[str, str] | None = None, *, clock: Clock | None = None,
+                seed: int | None = None, provider_factory: ProviderFactory = build_provider,
+                ) -> tuple[Engine | None, list[Diagnostic]]:
+    """Load, check and compile the configuration in ``root``; every diagnostic is returned, sorted.
+
+    ``clock`` and ``seed`` replace the wall clock and the jitter source (tests use a ``FakeClock``);
+    ``provider_factory`` is the seam where tests put scripted providers (as httpx's transports).
+    """
     config, diags = load_config_files(root, env)
     if config is None:
         return None, sorted(diags)
-    providers = {name: build_provider(name, spec, config.env) for name, spec in config.providers.providers.items()}
+    breaker = config.providers.circuit_breaker
+    runtime = Runtime.create(clock, seed=seed, threshold=breaker.failures, cooldown_s=breaker.cooldown_s)
+    providers = {name: provider_factory(name, spec, config.env, runtime.clock)
+                 for name, spec in config.providers.providers.items()}
     pipelines: dict[str, CompiledPipeline] = {}
     for name, spec in config.pipelines.items():
-        build = BuildContext(config=config, providers=providers, pipeline=name)
+        build = BuildContext(config=config, providers=providers, pipeline=name, runtime=runtime)
         compiled, pipe_diags = compile_pipeline(spec, config.pipeline_docs[name], build, REGISTRY)
         diags += pipe_diags
         if compiled is not None:
@@ -115,11 +130,12 @@ def load_engine(root: Path, env: Mapping[str, str] | None = None) -> tuple[Engin
     errors = [d for d in diags if d.severity == "error"]
     if errors:
         return None, sorted(diags)
-    return Engine(config, providers, pipelines), sorted(diags)
+    return Engine(config, providers, pipelines, runtime), sorted(diags)
 
 
-def build_engine(root: Path, env: Mapping[str, str] | None = None) -> Engine:
-    engine, diags = load_engine(root, env)
+def build_engine(root: Path, env: Mapping[str, str] | None = None, *, clock: Clock | None = None,
+                 seed: int | None = None, provider_factory: ProviderFactory = build_provider) -> Engine:
+    engine, diags = load_engine(root, env, clock=clock, seed=seed, provider_factory=provider_factory)
     if engine is None:
         raise ConfigError([d for d in diags if d.severity == "error"])
     return engine

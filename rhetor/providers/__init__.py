@@ -12,6 +12,7 @@ import importlib
 from collections.abc import Mapping
 
 from rhetor.config.models import ProviderSpec
+from rhetor.engine.runtime import Clock
 from rhetor.providers.base import Availability, Provider, ProviderRequest, ProviderResult, StreamDelta, StreamEnd
 
 __all__ = [
@@ -33,8 +34,11 @@ KINDS: Mapping[str, tuple[str, str]] = {
 }
 
 
-def build_provider(name: str, spec: ProviderSpec, env: Mapping[str, str]) -> Provider:
+def build_provider(name: str, spec: ProviderSpec, env: Mapping[str, str], clock: Clock | None = None) -> Provider:
     """Create the provider named ``name`` (once per configuration; its SDK client is reused)."""
     module, cls = KINDS[spec.kind]
     provider_cls: type[Provider] = getattr(importlib.import_module(module), cls)
-    return provider_cls(name, spec, env)
+    provider = provider_cls(name, spec, env)
+    if clock is not None:
+        provider.clock = clock
+    return provider

@@ -111,7 +111,7 @@ class AnthropicProvider(Provider):
                 timeout=_common.sdk_timeout(spec.timeouts, httpx2.Timeout),
             )
 
-    def availability(self) -> Availability:
+    def configured(self) -> Availability:
         if self._client is None:
             return Availability(False, self._unavailable or "not configured")
         return Availability(True, f"Anthropic API at {self._client.base_url}")

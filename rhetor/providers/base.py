@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from rhetor.config.models import ProviderSpec
+from rhetor.engine.runtime import Clock, MonotonicClock
 from rhetor.types import Message, Usage
 
 __all__ = ["Availability", "Provider", "ProviderRequest", "ProviderResult", "StreamDelta", "StreamEnd"]
@@ -64,14 +65,32 @@ class Provider(abc.ABC):
     """Base of the provider kinds (``kind:`` in providers.yaml ↔ ``rhetor/providers/<kind>.py``)."""
 
     kind: str = ""
+    unreachable_cooldown_s: float = 15.0
+    """After a connection failure the provider is reported unavailable for this long (passive health)."""
 
     def __init__(self, name: str, spec: ProviderSpec, env: Mapping[str, str]) -> None:
         self.name = name
         self.spec = spec
+        self.clock: Clock = MonotonicClock()
+        self._unreachable: tuple[float, str] | None = None
 
     @abc.abstractmethod
+    def configured(self) -> Availability:
+        """Whether the provider is set up to take requests (key present, URL well formed). Never does I/O."""
+
     def availability(self) -> Availability:
-        """Whether requests can be sent now, and why not (no key, unreachable URL). Never does I/O."""
+        """Whether requests can be sent now, and why not: not configured, or unreachable recently."""
+        configured = self.configured()
+        if configured.available and self._unreachable is not None:
+            until, reason = self._unreachable
+            if self.clock.now() < until:
+                return Availability(False, reason)
+            self._unreachable = None
+        return configured
+
+    def mark_unreachable(self, reason: str) -> None:
+        """Record a failed connection: the provider is skipped for ``unreachable_cooldown_s``."""
+        self._unreachable = (self.clock.now() + self.unreachable_cooldown_s, f"unreachable: {reason}")
 
     @abc.abstractmethod
     async def complete(self, request: ProviderRequest) -> ProviderResult:

@@ -77,7 +77,7 @@ class OllamaProvider(Provider):
                                               timeout=_common.sdk_timeout(spec.timeouts, httpx.Timeout),
                                               transport=httpx.AsyncHTTPTransport(retries=spec.max_retries))
 
-    def availability(self) -> Availability:
+    def configured(self) -> Availability:
         if self._client is None:
             return Availability(False, self._unavailable or "not configured")
         return Availability(True, f"Ollama at {self.spec.base_url or _DEFAULT_URL}")

@@ -8,7 +8,7 @@ tests can exercise failure paths with no network (the idea of TensorZero's dummy
     simulated:midstream            stream two chunks, then break with MidStreamError
     simulated:delay=0.5            wait that many seconds before the first chunk
 
-Token usage is counted as one token per four characters (rounded up), the same both ways.
+Token usage follows ``rhetor.tokens`` (one token per four characters, plus per-message framing).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from collections.abc import AsyncIterator
 
 from rhetor import errors
 from rhetor.providers.base import Availability, Provider, ProviderRequest, ProviderResult, StreamDelta, StreamEnd
+from rhetor.tokens import estimate_messages_tokens, estimate_tokens
 from rhetor.types import Usage
 
-__all__ = ["SimulatedProvider", "approx_tokens"]
+__all__ = ["SimulatedProvider"]
 
 _ERRORS: dict[str, type[errors.ProviderError]] = {
     cls.code: cls
@@ -31,10 +32,6 @@ _ERRORS: dict[str, type[errors.ProviderError]] = {
     )
 }
 _WORDS_PER_CHUNK = 3
-
-
-def approx_tokens(text: str) -> int:
-    return (len(text) + 3) // 4
 
 
 class _Behaviour:
@@ -57,7 +54,7 @@ class _Behaviour:
 class SimulatedProvider(Provider):
     kind = "simulated"
 
-    def availability(self) -> Availability:
+    def configured(self) -> Availability:
         return Availability(True, "offline provider, always available")
 
     def _answer(self, request: ProviderRequest) -> str:
@@ -71,8 +68,7 @@ class SimulatedProvider(Provider):
         return " ".join(words[: max(1, request.max_tokens)])
 
     def _usage(self, request: ProviderRequest, text: str) -> Usage:
-        prompt = sum(approx_tokens(m.content) + 4 for m in request.messages)
-        return Usage(input_tokens=prompt, output_tokens=approx_tokens(text))
+        return Usage(input_tokens=estimate_messages_tokens(request.messages), output_tokens=estimate_tokens(text))
 
     def _fail(self, request: ProviderRequest, behaviour: _Behaviour) -> None:
         if behaviour.error is None:

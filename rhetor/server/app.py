@@ -43,6 +43,7 @@ def health(state: State) -> dict[str, Any]:
         "config_version": engine.version,
         "pipelines": sorted(engine.pipelines),
         "providers": providers,
+        "circuits": engine.runtime.circuits.snapshot(),
         "timestamp": timestamp(),
     }
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from rhetor.engine.runtime import Runtime
 from rhetor.types import Message, Messages, RequestOptions
 
 if TYPE_CHECKING:
@@ -107,6 +108,8 @@ class BuildContext:
     config: LoadedConfig
     providers: Mapping[str, Provider]
     pipeline: str
+    runtime: Runtime = field(default_factory=Runtime.create)
+    """Clock, circuit breakers and jitter, shared by every pipeline of one engine."""
 
 
 class Stage(abc.ABC):

@@ -1,12 +1,20 @@
-"""``generate``: call the models of a chain in order until one answers.
+"""``generate``: call the chain's models in order until one answers (the fallback stage).
 
-Each target is tried at most once. A target whose provider is unavailable (no key, unreachable) is
-skipped and recorded; a provider error before any output moves on to the next target. When the caller
-streams, the stage commits to a target at its first chunk and forwards every chunk as it arrives; a
-failure after that is a ``MidStreamError`` carrying the text sent and the cost incurred (never a clean
-end). A chain-wide ``deadline_s`` bounds the whole walk. The answer names the model that really
-answered and every attempt before it. (Retries with backoff, ``fallback_on`` and circuit breaking build
-on this loop in the fallback work.)
+Semantics, bounded by construction:
+
+- Targets are walked once each, in order; the walk never returns to a target. Within its turn a target
+  is retried up to ``retries`` times on retryable errors (rate limit, overload, timeout, connection), with
+  exponential backoff and jitter; a Retry-After up to ``retry_after_max_s`` is honoured, a longer one
+  moves on at once. So one request makes at most ``len(chain) × (retries + 1)`` provider calls.
+- An error whose code is in ``fallback_on`` moves on to the next target; any other (by default a
+  provider's "bad request") ends the request with that error and the attempts so far.
+- ``context-too-long`` moves on to the next target with a larger context window, skipping smaller ones.
+- A target whose provider is unavailable or whose circuit is open is skipped (recorded, not called).
+  Failures feed the per-model circuit breakers; a connection failure marks the provider unreachable.
+- ``deadline_s`` bounds the whole walk, waits included.
+- Streaming: the stage commits to a target at its first chunk and forwards every chunk as it arrives.
+  Failures before that fall over silently (recorded); a failure after it is a ``MidStreamError`` carrying
+  the text sent and the cost incurred: the caller ends the stream with an error, never a clean end.
 """
 
 from __future__ import annotations
@@ -16,21 +24,46 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import Field
-
-from rhetor.errors import AllTargetsFailedError, MidStreamError, ProviderError, ProviderTimeoutError
+from rhetor.errors import (
+    AllTargetsFailedError,
+    AuthenticationError,
+    ContextTooLongError,
+    MidStreamError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitError,
+)
 from rhetor.providers.base import Provider, ProviderRequest, StreamEnd
-from rhetor.stages.base import Bounds, BuildContext, RunContext, Stage, StageConfig, StageResult
+from rhetor.stages._fallback import GenerateConfig, backoff_delay, chain_bounds
+from rhetor.stages.base import Bounds, BuildContext, RunContext, Stage, StageResult
 from rhetor.types import Attempt, Completion, Message, Messages, ModelChain, RequestOptions, Usage, cost_of
 
 __all__ = ["GenerateStage"]
 
 
-class GenerateConfig(StageConfig):
-    deadline_s: float | None = Field(None, gt=0)
-    """Seconds the whole chain may take; unset means the sum of the targets' total timeouts."""
-    max_tokens: int | None = Field(None, gt=0)
-    """Cap on output tokens for every target (the request's own `max_tokens` may lower it)."""
+def _counts_against_circuit(exc: ProviderError) -> bool:
+    """Failures of the provider, not of the request: they may open the model's circuit."""
+    return exc.retryable or isinstance(exc, AuthenticationError | MidStreamError)
+
+
+class _Walk:
+    """The state of one request's walk down the chain."""
+
+    def __init__(self, stage: GenerateStage, ctx: RunContext) -> None:
+        self.stage = stage
+        self.ctx = ctx
+        self.attempts: list[Attempt] = []
+        self.clock = stage._runtime.clock
+        self.started = self.clock.now()
+        self.too_long_window: int | None = None
+
+    def over_deadline(self, extra: float = 0.0) -> bool:
+        deadline = self.stage.config.deadline_s
+        return deadline is not None and self.clock.now() + extra - self.started >= deadline
+
+    def skip(self, name: str, provider: str, code: str, message: str) -> None:
+        self.attempts.append(Attempt(name, provider, code, None, message, skipped=True))
 
 
 class GenerateStage(Stage):
@@ -44,31 +77,19 @@ class GenerateStage(Stage):
         self.config: GenerateConfig = config
         self._models = build.config.providers.models
         self._providers = build.providers
-
-    # ------------------------------------------------------------------ worst case
+        self._runtime = build.runtime
 
     def bounds(self, build: BuildContext) -> Bounds:
         specs = build.config.providers
         chains = build.config.chains_for_pipeline(build.pipeline) + [[m] for m in specs.models]
         worst = Bounds()
         for chain in chains:
-            latency = cost = 0.0
-            for name in chain:
-                model = specs.models.get(name)
-                provider = specs.providers.get(model.provider) if model else None
-                if model is None or provider is None:
-                    continue
-                latency += provider.timeouts.total
-                out = min(self.config.max_tokens or model.max_output_tokens, model.max_output_tokens)
-                if model.price is not None:
-                    cost += cost_of(Usage(input_tokens=max(0, model.context_window - out), output_tokens=out),
-                                    model.price)
-            if self.config.deadline_s is not None:
-                latency = min(latency, self.config.deadline_s)
-            worst = Bounds(max(worst.attempts, len(chain)), max(worst.latency_s, latency), max(worst.cost_usd, cost))
+            b = chain_bounds(self.config, specs, chain)
+            worst = Bounds(max(worst.attempts, b.attempts), max(worst.latency_s, b.latency_s),
+                           max(worst.cost_usd, b.cost_usd))
         return worst
 
-    # ------------------------------------------------------------------ per request
+    # ------------------------------------------------------------------ one call
 
     def _request(self, model_name: str, messages: Messages, options: RequestOptions) -> ProviderRequest:
         model = self._models[model_name]
@@ -84,8 +105,8 @@ class GenerateStage(Stage):
         if not ctx.streaming:
             result = await provider.complete(request)
             return result.text, result.usage, result.finish_reason
-        parts: list[str] = []
         assert ctx.emit is not None
+        parts: list[str] = []
         async for event in provider.stream(request):
             if isinstance(event, StreamEnd):
                 return "".join(parts), event.usage, event.finish_reason
@@ -96,51 +117,116 @@ class GenerateStage(Stage):
         raise MidStreamError("the stream ended without its final event", partial_text="".join(parts),
                              provider=provider.name, model=request.model_id)
 
-    async def _walk(self, ctx: RunContext, chain: ModelChain, messages: Messages,
-                    options: RequestOptions) -> tuple[Completion, list[Attempt]]:
-        attempts: list[Attempt] = []
-        for name in chain.models:
-            model = self._models[name]
-            provider = self._providers[model.provider]
-            availability = provider.availability()
-            if not availability.available:
-                attempts.append(Attempt(name, model.provider, "provider-unavailable", None, availability.reason))
-                continue
-            request = self._request(name, messages, options)
-            started = time.perf_counter()
-            try:
-                text, usage, finish = await self._call(ctx, provider, request, name)
-            except MidStreamError as exc:
-                self._charge_partial(exc, name)
-                exc.details["attempts"] = [a.to_dict() for a in attempts]
-                raise
-            except ProviderError as exc:
-                if ctx.notes.get("committed") == name:
-                    raise self._as_midstream(exc, name, attempts) from exc
-                attempts.append(Attempt(name, model.provider, exc.code, exc.upstream_status, exc.message,
-                                        (time.perf_counter() - started) * 1000))
-                continue
-            attempts.append(Attempt(name, model.provider, "ok", None, "", (time.perf_counter() - started) * 1000))
-            assert model.price is not None  # `validate` refuses models without a price
-            completion = Completion(text=text, model=name, model_id=model.id, provider=model.provider,
-                                    usage=usage, cost_usd=cost_of(usage, model.price), finish_reason=finish,
-                                    attempts=tuple(attempts))
-            return completion, attempts
-        raise AllTargetsFailedError([a.to_dict() for a in attempts])
+    # ------------------------------------------------------------------ the walk
 
-    def _charge_partial(self, exc: MidStreamError, name: str) -> None:
+    async def _target(self, walk: _Walk, name: str, messages: Messages, options: RequestOptions) -> Completion | None:
+        """Try one target (with its retries); None means: move on to the next target."""
         model = self._models[name]
-        usage = exc.usage if isinstance(exc.usage, Usage) else Usage()
-        exc.details["model"] = name
-        exc.details["usage"] = usage.to_dict()
-        exc.details["cost_usd"] = cost_of(usage, model.price) if model.price else 0.0
+        provider = self._providers[model.provider]
+        circuits = self._runtime.circuits
+        if walk.too_long_window is not None and model.context_window <= walk.too_long_window:
+            walk.skip(name, model.provider, "window-too-small",
+                      f"context window {model.context_window} is not larger than one that overflowed")
+            return None
+        availability = provider.availability()
+        if not availability.available:
+            walk.skip(name, model.provider, "provider-unavailable", availability.reason)
+            return None
+        if not circuits.allow(name):
+            walk.skip(name, model.provider, "circuit-open", "the model's circuit is open after repeated failures")
+            return None
+        request = self._request(name, messages, options)
+        waited = 0.0
+        for retry in range(self.config.retries + 1):
+            started = time.perf_counter()
+            settled = False
+            try:
+                text, usage, finish = await self._call(walk.ctx, provider, request, name)
+                settled = True
+            except ProviderError as exc:
+                settled = True
+                delay = self._after_failure(walk, name, exc, retry, waited, (time.perf_counter() - started) * 1000)
+                if delay is None:
+                    return None
+                await walk.clock.sleep(delay)
+                waited = delay
+                continue
+            finally:
+                if not settled:  # cancelled (client gone) or a bug: free a half-open trial slot
+                    circuits.release(name)
+            circuits.success(name)
+            walk.attempts.append(Attempt(name, model.provider, "ok", None, "", (time.perf_counter() - started) * 1000,
+                                         retry=retry, waited_s=waited))
+            assert model.price is not None  # `validate` refuses models without a price
+            return Completion(text=text, model=name, model_id=model.id, provider=model.provider, usage=usage,
+                              cost_usd=cost_of(usage, model.price), finish_reason=finish,
+                              attempts=tuple(walk.attempts))
+        return None
 
-    def _as_midstream(self, exc: ProviderError, name: str, attempts: list[Attempt]) -> MidStreamError:
-        mid = MidStreamError(f"the stream failed after output was sent: {exc.message}", provider=exc.provider,
-                             model=exc.model, upstream_status=exc.upstream_status, body=exc.body)
-        self._charge_partial(mid, name)
-        mid.details["attempts"] = [a.to_dict() for a in attempts]
+    def _after_failure(self, walk: _Walk, name: str, exc: ProviderError, retry: int, waited: float,
+                       duration_ms: float) -> float | None:
+        """Record a failed call; return the delay before retrying this target, or None to move on.
+
+        Raises when the request must end here (mid-stream, or an error not in ``fallback_on``).
+        """
+        model = self._models[name]
+        circuit = None
+        if _counts_against_circuit(exc):
+            state = self._runtime.circuits.failure(name)
+            circuit = state if state != "closed" else None
+        walk.attempts.append(Attempt(name, model.provider, exc.code, exc.upstream_status, exc.message, duration_ms,
+                                     retry=retry, waited_s=waited, circuit=circuit))
+        committed = walk.ctx.notes.get("committed") == name
+        if isinstance(exc, MidStreamError) or committed:
+            raise self._midstream(exc, name, walk.attempts) from exc
+        if isinstance(exc, ContextTooLongError):
+            walk.too_long_window = max(walk.too_long_window or 0, model.context_window)
+        if exc.retryable and retry < self.config.retries and circuit != "open":
+            delay = backoff_delay(self.config, retry, self._runtime.rng)
+            if isinstance(exc, RateLimitError) and exc.retry_after is not None:
+                if exc.retry_after > self.config.retry_after_max_s:
+                    return self._move_on(exc, walk)
+                delay = max(delay, exc.retry_after)
+            if not walk.over_deadline(delay):
+                return delay
+        return self._move_on(exc, walk)
+
+    def _move_on(self, exc: ProviderError, walk: _Walk) -> None:
+        """The target's turn ends on ``exc``: stop the request, or return None to try the next target."""
+        if isinstance(exc, ProviderConnectionError):  # not a blip: it failed through every retry it had
+            provider = self._models[walk.attempts[-1].model].provider
+            self._providers[provider].mark_unreachable(exc.message)
+        if exc.code not in self.config.fallback_on:
+            exc.details["attempts"] = [a.to_dict() for a in walk.attempts]
+            raise exc
+        return None
+
+    def _midstream(self, exc: ProviderError, name: str, attempts: list[Attempt]) -> MidStreamError:
+        if isinstance(exc, MidStreamError):
+            mid = exc
+        else:
+            mid = MidStreamError(f"the stream failed after output was sent: {exc.message}", provider=exc.provider,
+                                 model=exc.model, upstream_status=exc.upstream_status, body=exc.body)
+        model = self._models[name]
+        usage = mid.usage if isinstance(mid.usage, Usage) else Usage()
+        mid.details.update({"model": name, "usage": usage.to_dict(),
+                            "cost_usd": cost_of(usage, model.price) if model.price else 0.0,
+                            "attempts": [a.to_dict() for a in attempts]})
         return mid
+
+    async def _walk(self, ctx: RunContext, chain: ModelChain, messages: Messages,
+                    options: RequestOptions) -> Completion:
+        walk = _Walk(self, ctx)
+        for name in chain.models:
+            if walk.over_deadline():
+                walk.skip(name, self._models[name].provider, "deadline", "the chain's deadline passed")
+                continue
+            completion = await self._target(walk, name, messages, options)
+            if completion is not None:
+                return completion
+        raise AllTargetsFailedError([a.to_dict() for a in walk.attempts])
+
+    # ------------------------------------------------------------------ stage API
 
     def explain(self, ctx: RunContext, inputs: Mapping[str, Any]) -> StageResult:
         """Which targets would be tried, and which are available now; calls no provider."""
@@ -149,26 +235,28 @@ class GenerateStage(Stage):
             model = self._models[name]
             availability = self._providers[model.provider].availability()
             plan.append({"model": name, "provider": model.provider, "available": availability.available,
-                         "reason": availability.reason})
-        first = next((p["model"] for p in plan if p["available"]), None)
+                         "reason": availability.reason, "circuit": self._runtime.circuits.state(name)})
+        first = next((p["model"] for p in plan if p["available"] and p["circuit"] != "open"), None)
         decision = f"would try {first} first" if first else "no target is available"
         why = "; ".join(f"{p['model']}: {'available' if p['available'] else p['reason']}" for p in plan)
-        return StageResult(outputs={}, decision=decision, why=why, details={"targets": plan})
+        return StageResult(outputs={}, decision=decision, why=why,
+                           details={"targets": plan, "max_attempts": len(plan) * (self.config.retries + 1)})
 
     async def run(self, ctx: RunContext, inputs: Mapping[str, Any]) -> StageResult:
-        chain: ModelChain = inputs["chain"]
         deadline = self.config.deadline_s
         try:
             async with asyncio.timeout(deadline):
-                completion, attempts = await self._walk(ctx, chain, inputs["messages"], inputs["options"])
+                completion = await self._walk(ctx, inputs["chain"], inputs["messages"], inputs["options"])
         except TimeoutError as exc:
             raise ProviderTimeoutError(f"the chain's deadline of {deadline}s passed") from exc
-        failed = [a for a in attempts if a.code != "ok"]
-        why = "first target answered" if not failed else "after " + ", ".join(f"{a.model}: {a.code}" for a in failed)
+        failed = [a for a in completion.attempts if a.code != "ok"]
+        why = "first target answered" if not failed else "after " + ", ".join(
+            f"{a.model}: {a.code}" + (f" (retry {a.retry})" if a.retry else "") for a in failed)
         return StageResult(
             outputs={"completion": completion},
             decision=f"answered by {completion.model} ({completion.provider})",
             why=why,
-            details={"attempts": [a.to_dict() for a in attempts], "usage": completion.usage.to_dict(),
+            details={"attempts": [a.to_dict() for a in completion.attempts], "usage": completion.usage.to_dict(),
                      "cost_usd": completion.cost_usd},
         )
+

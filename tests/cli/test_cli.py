@@ -38,10 +38,11 @@ def test_validate_json_for_tools(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(REPO), "--format", "json"]) == 0
     body = json.loads(capsys.readouterr().out)
     assert body["ok"] is True
-    # attempts: the longest chain has 3 models. latency: an explicit `model: llama3` request may wait for
-    # Ollama's 300 s total timeout. cost: chain code = claude-opus (195,904 in × $15 + 4,096 out × $75 per
-    # million = $3.24576) + gpt-4-turbo (123,904 × $10 + 4,096 × $30 = $1.36192) + simulated ($0).
-    assert body["pipelines"]["default"]["worst_case"] == {"attempts": 3, "latency_s": 300.0, "cost_usd": 4.60768}
+    # attempts: the longest chain has 3 models, each tried at most twice (retries: 1) = 6. latency: the
+    # pipeline's deadline_s of 180 caps every path. cost: chain code, every try billed in full = 2 ×
+    # (claude-opus: 195,904 in × $15 + 4,096 out × $75 per million = $3.24576; gpt-4-turbo: 123,904 × $10 +
+    # 4,096 × $30 = $1.36192; simulated: $0) = $9.21536.
+    assert body["pipelines"]["default"]["worst_case"] == {"attempts": 6, "latency_s": 180.0, "cost_usd": 9.21536}
 
 
 def test_run_prints_answer_model_and_trace(capsys: pytest.CaptureFixture[str], snapshot) -> None:
@@ -77,9 +78,11 @@ def test_explain_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["explain", "--config", str(REPO), "-m", "x", "--task-type", "chat", "--format", "json"]) == 0
     body = json.loads(capsys.readouterr().out)
     route, generate = body["stages"]
-    assert route["decision"] == "chain [claude-haiku, gpt-3.5-turbo, simulated]"
-    assert [(t["model"], t["available"]) for t in generate["details"]["targets"]] == [
-        ("claude-haiku", False), ("gpt-3.5-turbo", False), ("simulated", True)]
+    assert route["decision"] == "chain [simulated]"
+    assert route["why"] == ("task=chat from tasks.yaml; dropped claude-haiku (provider-unavailable), "
+                            "gpt-3.5-turbo (provider-unavailable)")
+    assert [(t["model"], t["available"]) for t in generate["details"]["targets"]] == [("simulated", True)]
+    assert generate["details"]["max_attempts"] == 2
     assert body["budget"]["policy"] == "warn"
 
 

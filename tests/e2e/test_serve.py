@@ -77,9 +77,12 @@ def test_stream_over_real_http_arrives_in_chunks(server: str) -> None:
     assert final["done"] is True
     assert final["message"] == "".join(e["chunk"] for e in chunks)
     assert (final["model"], final["provider"]) == ("simulated", "simulated")
-    # No key is set: both vendors were skipped as unavailable, and the answer says so.
-    assert [(a["model"], a["code"]) for a in final["attempts"]] == [
-        ("claude-opus", "provider-unavailable"), ("gpt-4-turbo", "provider-unavailable"), ("simulated", "ok")]
+    # No key is set: the router dropped both vendors as unavailable, and the answer says why.
+    dropped = [(r["model"], r["reason"], r["detail"]) for r in final["routing_explanation"]["reasons"]
+               if r.get("dropped")]
+    assert dropped == [("claude-opus", "provider-unavailable", "no API key: set ANTHROPIC_API_KEY"),
+                       ("gpt-4-turbo", "provider-unavailable", "no API key: set OPENAI_API_KEY")]
+    assert [(a["model"], a["code"]) for a in final["attempts"]] == [("simulated", "ok")]
 
 
 def test_message_over_real_http(server: str) -> None:
@@ -87,5 +90,7 @@ def test_message_over_real_http(server: str) -> None:
                                               "task_type": "chat", "streaming": False})
     assert r.status_code == 200
     body = r.json()
-    assert body["routing_explanation"]["chain"] == ["claude-haiku", "gpt-3.5-turbo", "simulated"]
+    assert body["routing_explanation"]["chain"] == ["simulated"]
+    assert "dropped claude-haiku (provider-unavailable), gpt-3.5-turbo (provider-unavailable)" in \
+        body["routing_explanation"]["summary"]
     assert body["model"] == "simulated" and body["finished"] is True

@@ -50,7 +50,10 @@ async def test_component_override_and_explicit_model(tmp_path: Path, snapshot) -
     engine = build_engine(tmp_path, env={})
     by_component = await engine.run(Request.from_text("x", RequestOptions(task_type="code", component="ergon")))
     explicit = await engine.run(Request.from_text("x", RequestOptions(task_type="code", model="simulated")))
-    assert by_component.explanation is not None and by_component.explanation.chain == ("gpt-4o", "simulated")
+    assert by_component.explanation is not None and by_component.explanation.chain == ("simulated",)
+    assert by_component.explanation.reasons[0] == {"reason": "chosen", "chain": ["simulated"], "task_type": "code"}
+    assert "component=ergon override for task=code; dropped gpt-4o (provider-unavailable)" in \
+        by_component.explanation.summary
     assert explicit.explanation is not None and explicit.explanation.chain == ("simulated",)
     assert {"component": trace_of(by_component), "explicit": trace_of(explicit)} == snapshot
     await engine.aclose()

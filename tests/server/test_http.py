@@ -117,3 +117,9 @@ async def test_unknown_route_is_a_json_404(client: AsyncTestClient) -> None:
     r = await client.get("/nope")
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "not-found"
+
+
+async def test_health_shows_circuit_state_after_failures(client: AsyncTestClient) -> None:
+    await client.post("/message", json={"message": "x", "model": "flaky"})
+    circuits = (await client.get("/health")).json()["circuits"]
+    assert circuits == {"flaky": {"state": "closed", "consecutive_failures": 1}}
