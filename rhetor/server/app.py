@@ -16,7 +16,7 @@ from litestar.exceptions import HTTPException, ValidationException
 
 from rhetor.engine.engine import Engine
 from rhetor.errors import RhetorError
-from rhetor.server import core
+from rhetor.server import core, openai_compat, ws
 from rhetor.server.state import ServerState
 
 __all__ = ["create_app"]
@@ -55,7 +55,7 @@ def create_app(engine: Engine) -> Litestar:
             await rhetor_state.engine.aclose()
 
     return Litestar(
-        route_handlers=[*core.HANDLERS],
+        route_handlers=[*core.HANDLERS, *openai_compat.HANDLERS, *ws.HANDLERS],
         state=State({"rhetor": rhetor_state}),
         lifespan=[lifespan],
         exception_handlers={
