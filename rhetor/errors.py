@@ -4,7 +4,7 @@ Each class carries a stable kebab-case ``code`` (shown in CLI output and HTTP JS
 HTTP ``status``. Provider errors also say whether a retry may help (``retryable``)::
 
     RhetorError                         rhetor-error          500
-    ├── ConfigError                     config-invalid        500  (holds every Diagnostic of a config)
+    ├── ConfigError                     config-invalid        422  (holds every Diagnostic of a config)
     ├── RequestError                    bad-request           400  (a caller's input is wrong)
     │   ├── NotFoundError               not-found             404
     │   └── UnknownPipelineError        unknown-pipeline      404
@@ -72,6 +72,7 @@ class ConfigError(RhetorError):
     """A configuration that does not validate; ``diagnostics`` lists every problem, sorted."""
 
     code = "config-invalid"
+    status = 422  # over HTTP only on a refused reload: the running config stays
 
     def __init__(self, diagnostics: list[Any]) -> None:
         self.diagnostics = sorted(diagnostics)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rhetor.config.diagnostics import Diagnostic
 from rhetor.config.loader import LoadedConfig, load_config_files
@@ -19,15 +20,25 @@ from rhetor.config.models import ProviderSpec
 from rhetor.engine.compile import CompiledPipeline, compile_pipeline
 from rhetor.engine.run import RunResult, StageTrace, execute, explain
 from rhetor.engine.runtime import Clock, Runtime
-from rhetor.errors import ConfigError, UnknownPipelineError
+from rhetor.errors import ConfigError, RhetorError, UnknownPipelineError
 from rhetor.providers import Provider, build_provider
 from rhetor.stages import REGISTRY
 from rhetor.stages.base import BuildContext, Request, RunContext
 from rhetor.types import RequestOptions
 
-__all__ = ["Engine", "Explanation", "build_engine", "load_engine"]
+__all__ = ["Engine", "Explanation", "RunObserver", "build_engine", "load_engine"]
 
 _DONE = object()
+
+
+class RunObserver(Protocol):
+    """Called once per finished run (success or error), after the answer was produced.
+
+    Keyword-only arguments, and observers must accept ``**_`` so new arguments never break them.
+    """
+
+    def __call__(self, *, request: Request, pipeline: str, result: RunResult | None, error: RhetorError | None,
+                 duration_s: float, **_: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,13 @@ class Engine:
         self.providers = providers
         self.pipelines = pipelines
         self.runtime = runtime
+        self.observers: list[RunObserver] = []
+
+    def _notify(self, request: Request, pipeline: str, result: RunResult | None, error: RhetorError | None,
+                started: float) -> None:
+        duration = time.perf_counter() - started
+        for observer in self.observers:
+            observer(request=request, pipeline=pipeline, result=result, error=error, duration_s=duration)
 
     @property
     def version(self) -> str:
@@ -62,7 +80,15 @@ class Engine:
         return pipeline
 
     async def run(self, request: Request, pipeline: str | None = None) -> RunResult:
-        return await execute(self.pipeline_for(request.options, pipeline), RunContext(request))
+        compiled = self.pipeline_for(request.options, pipeline)
+        started = time.perf_counter()
+        try:
+            result = await execute(compiled, RunContext(request))
+        except RhetorError as exc:
+            self._notify(request, compiled.name, None, exc, started)
+            raise
+        self._notify(request, compiled.name, result, None, started)
+        return result
 
     async def stream(self, request: Request, pipeline: str | None = None) -> AsyncIterator[str | RunResult]:
         """Text chunks as the generating stage produces them, then the ``RunResult``.
@@ -70,13 +96,20 @@ class Engine:
         If the consumer stops early (a client gone), the run is cancelled with it.
         """
         compiled = self.pipeline_for(request.options, pipeline)
+        started = time.perf_counter()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         task = asyncio.create_task(execute(compiled, RunContext(request, emit=queue.put_nowait)))
         task.add_done_callback(lambda _: queue.put_nowait(_DONE))
         try:
             while (item := await queue.get()) is not _DONE:
                 yield item
-            yield task.result()
+            try:
+                result = task.result()
+            except RhetorError as exc:
+                self._notify(request, compiled.name, None, exc, started)
+                raise
+            self._notify(request, compiled.name, result, None, started)
+            yield result
         finally:
             if not task.done():
                 task.cancel()

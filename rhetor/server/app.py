@@ -1,25 +1,41 @@
-"""The Litestar application: thin handlers over the engine, one port for HTTP and SSE.
+"""The Litestar application: every surface on one port, thin handlers over the engine.
 
-State lives on ``app.state`` (set up by ``create_app``, released in the lifespan); there are no
-module-level globals. Every error leaves as ``{"error": {"code", "message", "details"}}``.
+State lives on ``app.state`` (``rhetor``: engine, active choice, traces; ``metrics``; ``reloader``),
+set up by ``create_app`` and released in the lifespan; there are no module-level globals. Every error
+leaves as ``{"error": {"code", "message", "details"}}`` with the status of its class.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, MediaType, Request, Response
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
 
+import rhetor
 from rhetor.engine.engine import Engine
 from rhetor.errors import RhetorError
-from rhetor.server import core, openai_compat, ws
+from rhetor.server import admin, catalog, core, legacy, openai_compat, ws
+from rhetor.server.admin import Reloader
+from rhetor.server.hermes import register_forever
+from rhetor.server.observe import Metrics, ObserveMiddleware, RunRecorder
+from rhetor.server.security import AuthMiddleware
+from rhetor.server.settings import ServerSettings
 from rhetor.server.state import ServerState
 
 __all__ = ["create_app"]
+
+log = logging.getLogger("rhetor.server")
+
 
 def _rhetor_error(_: Request[Any, Any, Any], exc: RhetorError) -> Response[Any]:
     return Response(exc.to_dict(), status_code=exc.status, media_type=MediaType.JSON)
@@ -36,32 +52,75 @@ def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Re
 
 
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    codes = {400: "bad-request", 404: "not-found", 405: "method-not-allowed", 413: "body-too-large"}
+    codes = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
+             405: "method-not-allowed", 413: "body-too-large"}
     code = codes.get(exc.status_code, "http-error")
     body = {"error": {"code": code, "message": str(exc.detail), "details": {}}}
-    return Response(body, status_code=exc.status_code, media_type=MediaType.JSON)
+    return Response(body, status_code=exc.status_code, media_type=MediaType.JSON, headers=exc.headers)
 
 
-def create_app(engine: Engine) -> Litestar:
-    """The app for ``engine``; the engine's providers are closed when the app shuts down."""
-
+def create_app(engine: Engine, *, settings: ServerSettings | None = None, config_dir: Path | None = None,
+               env: dict[str, str] | None = None) -> Litestar:
+    """The app serving ``engine``; ``config_dir`` enables reload (SIGHUP, ``POST /admin/reload``)."""
+    settings = settings or ServerSettings(hermes_url=None)
     rhetor_state = ServerState(engine)
+    metrics = Metrics()
+    recorder = RunRecorder(rhetor_state, metrics)
+
+    def adopt(new_engine: Engine) -> None:
+        new_engine.observers.append(recorder)
+        model = rhetor_state.active.get("model")
+        if model and model not in new_engine.config.providers.models:
+            rhetor_state.active = {}
+
+    adopt(engine)
+    reloader = Reloader(config_dir, env, adopt, grace_s=max(30.0, settings.drain_seconds))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the main thread
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_sighup(app.state)))
+        hermes = None
+        if settings.hermes_url:
+            hermes = asyncio.create_task(register_forever(settings.hermes_url, settings.public_url))
         try:
             yield
         finally:
+            if hermes is not None:
+                hermes.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await hermes
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                loop.remove_signal_handler(signal.SIGHUP)
+            await reloader.close()
             await rhetor_state.engine.aclose()
 
+    async def _sighup(state: State) -> None:
+        try:
+            await reloader.reload(state)
+        except RhetorError as exc:
+            log.warning("SIGHUP reload refused; still serving the previous config",
+                        extra={"fields": {"code": exc.code, "message": exc.message}})
+
+    cors = None
+    if settings.cors_origins:
+        cors = CORSConfig(allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                          allow_headers=["content-type", "authorization", "x-api-key", "x-request-id"],
+                          expose_headers=["x-request-id"])
     return Litestar(
-        route_handlers=[*core.HANDLERS, *openai_compat.HANDLERS, *ws.HANDLERS],
-        state=State({"rhetor": rhetor_state}),
+        route_handlers=[*core.HANDLERS, *catalog.HANDLERS, *legacy.HANDLERS, *admin.HANDLERS,
+                        *openai_compat.HANDLERS, *ws.HANDLERS],
+        state=State({"rhetor": rhetor_state, "metrics": metrics, "reloader": reloader,
+                     "auth_enabled": bool(settings.api_keys)}),
         lifespan=[lifespan],
+        middleware=[ObserveMiddleware(metrics), AuthMiddleware(settings.api_keys)],
+        cors_config=cors,
         exception_handlers={
             RhetorError: _rhetor_error,
             ValidationException: _validation_error,
             HTTPException: _http_error,
         },
-        request_max_body_size=8 * 1024 * 1024,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="Rhetor", version=rhetor.__version__, path="/schema"),
     )

@@ -1,24 +1,52 @@
-"""The core endpoints: ``GET /health``, ``POST /message`` and ``POST /stream`` (SSE)."""
+"""The documented core endpoints: ``/``, ``/health``, ``/message``, ``/stream``, ``/chat``.
+
+``/message`` and ``/chat`` answer in the consistent format `{message, model, provider, context,
+finished, timestamp}` plus usage, cost, attempts, routing explanation and trace; with
+``streaming: true`` they stream like ``/stream``: SSE `data: {"chunk", "done": false}` events, then
+one `done: true` event with the whole message (or an `error` event: never a clean end after a failure).
+"""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import Response, get, post
+from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.response import Stream
 
 import rhetor
 from rhetor.engine.engine import Engine
 from rhetor.errors import RhetorError
+from rhetor.server.observe import request_id_of
 from rhetor.server.state import server_state
-from rhetor.server.wire import MessageIn, completion_body, error_event, final_event, sse, timestamp
+from rhetor.server.wire import ChatIn, MessageIn, completion_body, error_event, final_event, sse, timestamp
+from rhetor.stages.base import Request as EngineRequest
 
-__all__ = ["HANDLERS"]
+__all__ = ["HANDLERS", "answer"]
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+ENDPOINTS = {
+    "health": "GET /health",
+    "providers": "GET /providers, POST /provider",
+    "message": "POST /message",
+    "stream": "POST /stream",
+    "chat": "POST /chat",
+    "openai": "POST /v1/chat/completions, GET /v1/models",
+    "websocket": "/ws, /ws/rhetor/streaming",
+    "legacy": "POST /api/rhetor/completions, POST /api/rhetor/chat",
+    "traces": "GET /traces/{request_id}",
+    "metrics": "GET /metrics",
+    "openapi": "GET /schema",
+}
+
+
+@get("/", sync_to_thread=False)
+def root(state: State) -> dict[str, Any]:
+    engine = server_state(state).engine
+    return {"name": "Rhetor", "description": "LLM gateway for Tekton", "version": rhetor.__version__,
+            "config_version": engine.version, "endpoints": ENDPOINTS}
 
 
 @get("/health", sync_to_thread=False)
@@ -38,37 +66,45 @@ def health(state: State) -> dict[str, Any]:
     }
 
 
-async def _stream_body(engine: Engine, body: MessageIn, request_id: str) -> AsyncIterator[bytes]:
-    request = body.to_request(request_id, stream=True)
-    context = body.context_id
+async def _events(engine: Engine, request: EngineRequest, pipeline: str | None) -> AsyncIterator[bytes]:
+    context = request.options.context_id
     try:
-        async for item in engine.stream(request, body.pipeline):
+        async for item in engine.stream(request, pipeline):
             if isinstance(item, str):
                 yield sse({"chunk": item, "done": False, "context": context})
             else:
-                yield final_event(item, context, request_id)
+                yield final_event(item, context, request.request_id)
     except RhetorError as exc:
-        yield error_event(exc, context, request_id)
+        yield error_event(exc, context, request.request_id)
 
 
-def _sse_response(engine: Engine, body: MessageIn, request_id: str) -> Stream:
-    return Stream(_stream_body(engine, body, request_id), media_type="text/event-stream",
-                  headers={**_SSE_HEADERS, "X-Request-ID": request_id})
+async def answer(state: State, http: Request[Any, Any, Any], body: MessageIn | ChatIn,
+                 *, stream: bool) -> Response[Any]:
+    """Run one request from a generation endpoint: JSON, or SSE when ``stream``."""
+    rhetor_state = server_state(state)
+    engine = rhetor_state.engine
+    request_id = request_id_of(http.scope)
+    request = body.to_request(request_id, stream=stream, active=rhetor_state.active)
+    if stream:
+        engine.pipeline_for(request.options, body.pipeline)  # an unknown pipeline is a 404, not a broken stream
+        return Stream(_events(engine, request, body.pipeline), media_type="text/event-stream", headers=_SSE_HEADERS)
+    result = await engine.run(request, body.pipeline)
+    return Response(completion_body(result, body.context_id, request_id))
 
 
 @post("/message", status_code=200)
-async def message(data: MessageIn, state: State) -> Response[Any]:
-    engine = server_state(state).engine
-    request_id = uuid.uuid4().hex
-    if data.streaming:
-        return _sse_response(engine, data, request_id)
-    result = await engine.run(data.to_request(request_id, stream=False), data.pipeline)
-    return Response(completion_body(result, data.context_id, request_id), headers={"X-Request-ID": request_id})
+async def message(data: MessageIn, state: State, request: Request[Any, Any, Any]) -> Response[Any]:
+    return await answer(state, request, data, stream=data.streaming)
 
 
 @post("/stream", status_code=200)
-async def stream(data: MessageIn, state: State) -> Stream:
-    return _sse_response(server_state(state).engine, data, uuid.uuid4().hex)
+async def stream(data: MessageIn, state: State, request: Request[Any, Any, Any]) -> Response[Any]:
+    return await answer(state, request, data, stream=True)
 
 
-HANDLERS = [health, message, stream]
+@post("/chat", status_code=200)
+async def chat(data: ChatIn, state: State, request: Request[Any, Any, Any]) -> Response[Any]:
+    return await answer(state, request, data, stream=data.streaming)
+
+
+HANDLERS = [root, health, message, stream, chat]

@@ -15,17 +15,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from rhetor.engine.run import RunResult, StageTrace
 from rhetor.errors import RhetorError
 from rhetor.stages.base import Request
-from rhetor.types import Completion, RequestOptions
+from rhetor.types import Completion, Message, Messages, RequestOptions
 
-__all__ = ["MessageIn", "completion_body", "error_event", "final_event", "sse", "timestamp"]
+__all__ = ["ChatIn", "MessageIn", "completion_body", "error_event", "final_event", "sse", "timestamp"]
 
 
-class MessageIn(BaseModel):
-    """Body of ``POST /message`` and ``POST /stream``."""
+class _RequestFields(BaseModel):
+    """Fields every generation endpoint accepts besides the text itself."""
 
     model_config = ConfigDict(extra="forbid")
 
-    message: str = Field(min_length=1, max_length=1_000_000)
     context_id: str | None = Field(None, max_length=256)
     task_type: str | None = Field(None, max_length=64)
     component: str | None = Field(None, max_length=128)
@@ -40,14 +39,43 @@ class MessageIn(BaseModel):
     routing_parameters: dict[str, Any] | None = None
     priority: Literal["low", "normal", "high"] | None = None
 
-    def to_request(self, request_id: str, *, stream: bool) -> Request:
-        options = RequestOptions(
-            task_type=self.task_type, component=self.component, context_id=self.context_id, model=self.model,
-            provider=self.provider, system_prompt=self.system_prompt, temperature=self.temperature,
+    def options(self, *, stream: bool, active: dict[str, str] | None = None) -> RequestOptions:
+        """The request options; ``active`` (POST /provider) applies when neither model nor task is named."""
+        model, provider = self.model, self.provider
+        if active and not model and not self.task_type and not provider:
+            model, provider = active.get("model"), active.get("provider")
+        return RequestOptions(
+            task_type=self.task_type, component=self.component, context_id=self.context_id, model=model,
+            provider=provider, system_prompt=self.system_prompt, temperature=self.temperature,
             max_tokens=self.max_tokens, stop=tuple(self.stop or ()), stream=stream,
             routing_parameters=dict(self.routing_parameters or {}),
         )
-        return Request.from_text(self.message, options, request_id)
+
+
+class MessageIn(_RequestFields):
+    """Body of ``POST /message`` and ``POST /stream``."""
+
+    message: str = Field(min_length=1, max_length=1_000_000)
+
+    def to_request(self, request_id: str, *, stream: bool, active: dict[str, str] | None = None) -> Request:
+        return Request.from_text(self.message, self.options(stream=stream, active=active), request_id)
+
+
+class ChatMessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=1_000_000)
+
+
+class ChatIn(_RequestFields):
+    """Body of ``POST /chat``: a whole conversation, oldest message first."""
+
+    messages: list[ChatMessageIn] = Field(min_length=1, max_length=10_000)
+
+    def to_request(self, request_id: str, *, stream: bool, active: dict[str, str] | None = None) -> Request:
+        messages = Messages(Message(m.role, m.content) for m in self.messages)
+        return Request(messages, self.options(stream=stream, active=active), request_id)
 
 
 def timestamp() -> str:

@@ -3,56 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.e2e.serving import serve
+
 REPO = Path(__file__).resolve().parents[2]
-KEY_VARS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in KEY_VARS and not k.startswith("RHETOR_")}
-    env["RHETOR_PORT"] = str(port)  # the port comes from the environment, as in the seeds
-    proc = subprocess.Popen([sys.executable, "-m", "rhetor", "serve", "--host", "127.0.0.1", "--config", str(REPO)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            pytest.fail(f"rhetor serve exited with {proc.returncode}:\n{out}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("rhetor serve did not answer /health within 30 s")
-        time.sleep(0.1)
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    served = serve(REPO, tmp_path_factory.mktemp("serve") / "log.txt")  # the repo's own config, no keys
+    yield served.base
+    served.stop()
 
 
 def test_health_over_real_http(server: str) -> None:

@@ -1,0 +1,189 @@
+"""Observability: request ids, Prometheus metrics, structured JSON logs and the trace store feed.
+
+- Every HTTP and WebSocket request gets an id (the caller's ``X-Request-ID`` when it is a safe token,
+  else a new one), echoed in the ``X-Request-ID`` response header and used as the trace key.
+- ``Metrics`` is a small per-app registry rendered in Prometheus text format at ``/metrics``.
+- ``RunRecorder`` observes every engine run (any surface) and records tokens, cost, errors and
+  fallbacks by provider, model and component, and keeps the trace retrievable by request id.
+- Logs are one JSON object per line; they never contain headers, bodies or keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from rhetor.engine.run import RunResult
+from rhetor.errors import RhetorError
+from rhetor.server.state import ServerState
+from rhetor.server.wire import trace_summary
+from rhetor.stages.base import Request
+
+__all__ = ["JsonFormatter", "Metrics", "ObserveMiddleware", "RunRecorder", "request_id_of"]
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+access_log = logging.getLogger("rhetor.access")
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def request_id_of(scope: Scope) -> str:
+    """The id the middleware assigned to this request (a new one if the middleware did not run)."""
+    state = scope.setdefault("state", {})
+    if "request_id" not in state:
+        state["request_id"] = uuid.uuid4().hex
+    return str(state["request_id"])
+
+
+class Metrics:
+    """Counters and histograms with labels, rendered in Prometheus text exposition format."""
+
+    def __init__(self) -> None:
+        self._counters: dict[str, dict[Labels, float]] = defaultdict(dict)
+        self._hist: dict[str, dict[Labels, list[float]]] = defaultdict(dict)
+        self._help: dict[str, tuple[str, str]] = {}
+
+    def inc(self, name: str, labels: dict[str, str], value: float = 1.0, help_: str = "") -> None:
+        key = tuple(sorted(labels.items()))
+        series = self._counters[name]
+        series[key] = series.get(key, 0.0) + value
+        self._help.setdefault(name, ("counter", help_))
+
+    def observe(self, name: str, labels: dict[str, str], value: float, help_: str = "") -> None:
+        key = tuple(sorted(labels.items()))
+        counts = self._hist[name].setdefault(key, [0.0] * (len(_BUCKETS) + 2))  # buckets, +Inf, sum
+        for i, bound in enumerate(_BUCKETS):
+            if value <= bound:
+                counts[i] += 1
+        counts[-2] += 1
+        counts[-1] += value
+        self._help.setdefault(name, ("histogram", help_))
+
+    @staticmethod
+    def _fmt(labels: Labels, extra: tuple[tuple[str, str], ...] = ()) -> str:
+        items = [*labels, *extra]
+        if not items:
+            return ""
+        escaped = (v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") for _, v in items)
+        return "{" + ",".join(f'{k}="{v}"' for (k, _), v in zip(items, escaped, strict=True)) + "}"
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for name in sorted(self._help):
+            kind, help_ = self._help[name]
+            lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+            if kind == "counter":
+                for labels, value in sorted(self._counters[name].items()):
+                    lines.append(f"{name}{self._fmt(labels)} {value:g}")
+                continue
+            for labels, counts in sorted(self._hist[name].items()):
+                for i, bound in enumerate(_BUCKETS):
+                    lines.append(f"{name}_bucket{self._fmt(labels, (('le', f'{bound:g}'),))} {counts[i]:g}")
+                lines.append(f"{name}_bucket{self._fmt(labels, (('le', '+Inf'),))} {counts[-2]:g}")
+                lines.append(f"{name}_count{self._fmt(labels)} {counts[-2]:g}")
+                lines.append(f"{name}_sum{self._fmt(labels)} {counts[-1]:g}")
+        return "\n".join(lines) + "\n"
+
+
+class ObserveMiddleware(ASGIMiddleware):
+    """Assigns the request id, echoes it, and records one access log line and HTTP metrics."""
+
+    scopes = (ScopeType.HTTP, ScopeType.WEBSOCKET)
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        incoming = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-request-id"), "")
+        request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = {"code": 101 if scope["type"] == ScopeType.WEBSOCKET else 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await next_app(scope, receive, send_wrapper)
+        finally:
+            duration = time.perf_counter() - started
+            path = str(scope.get("path_template") or scope.get("path", ""))
+            labels = {"method": str(scope.get("method", "WS")), "path": path, "status": str(status["code"])}
+            self.metrics.inc("rhetor_http_requests_total", labels, help_="HTTP and WebSocket requests")
+            self.metrics.observe("rhetor_http_request_duration_seconds", {"path": path}, duration,
+                                 help_="Time to the end of the response")
+            access_log.info("request", extra={"fields": {**labels, "request_id": request_id,
+                                                         "duration_ms": round(duration * 1000, 3)}})
+
+
+class RunRecorder:
+    """An engine observer: metrics by provider/model/component and the trace kept by request id."""
+
+    def __init__(self, state: ServerState, metrics: Metrics) -> None:
+        self.state = state
+        self.metrics = metrics
+
+    def __call__(self, *, request: Request, pipeline: str, result: RunResult | None, error: RhetorError | None,
+                 duration_s: float, **_: Any) -> None:
+        component = request.options.component or ""
+        record: dict[str, Any] = {"request_id": request.request_id, "pipeline": pipeline,
+                                  "component": request.options.component, "task_type": request.options.task_type,
+                                  "duration_ms": round(duration_s * 1000, 3)}
+        if result is not None:
+            c = result.completion
+            labels = {"provider": c.provider, "model": c.model, "component": component}
+            self.metrics.inc("rhetor_completions_total", labels, help_="Answered requests")
+            self.metrics.inc("rhetor_tokens_total", {**labels, "kind": "input"}, c.usage.input_tokens,
+                             help_="Tokens reported by providers")
+            self.metrics.inc("rhetor_tokens_total", {**labels, "kind": "output"}, c.usage.output_tokens)
+            self.metrics.inc("rhetor_cost_usd_total", labels, c.cost_usd, help_="USD spent, from provider usage")
+            self.metrics.observe("rhetor_run_duration_seconds", {"pipeline": pipeline}, duration_s,
+                                 help_="Pipeline run time")
+            self._fallbacks([a.to_dict() for a in c.attempts], component)
+            record.update(status="ok", model=c.model, provider=c.provider, usage=c.usage.to_dict(), cost_usd=c.cost_usd,
+                          trace=trace_summary(result.trace),
+                          routing_explanation=result.explanation.to_dict() if result.explanation else None)
+        elif error is not None:
+            self.metrics.inc("rhetor_errors_total", {"code": error.code, "component": component},
+                             help_="Requests that ended in an error")
+            self._fallbacks(error.details.get("attempts") or [], component)
+            record.update(status="error", error=error.to_dict()["error"],
+                          trace=trace_summary(getattr(error, "trace", ())))
+        if request.request_id:
+            self.state.traces.put(request.request_id, record)
+
+
+    def _fallbacks(self, attempts: list[dict[str, Any]], component: str) -> None:
+        for attempt in attempts:
+            if attempt.get("code") != "ok":
+                self.metrics.inc("rhetor_fallbacks_total",
+                                 {"provider": str(attempt.get("provider")), "model": str(attempt.get("model")),
+                                  "code": str(attempt.get("code")), "component": component},
+                                 help_="Targets that failed or were skipped, in any request")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the record's ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
+                               "logger": record.name, "msg": record.getMessage()}
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            out.update(fields)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
