@@ -95,6 +95,9 @@ class ModelSpec(_Spec):
     """Required: a model without a price is a `missing-price` diagnostic, never a silent $0."""
     capabilities: list[str] = []
     tier: Literal["local", "economy", "standard", "premium"] = "standard"
+    tokenizer: Literal["approx", "cl100k_base", "o200k_base"] = "approx"
+    """How prompts are counted before a call: `approx` (conservative, ~1 token per 3 characters) or a
+    real BPE encoding (loaded on first use; each costs about 90 MB of memory)."""
 
 
 class CircuitBreakerSpec(_Spec):

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from rhetor.tokens import Tokenizers
+
 __all__ = ["CircuitBreakers", "Clock", "FakeClock", "MonotonicClock", "Runtime"]
 
 
@@ -124,6 +126,7 @@ class Runtime:
     clock: Clock
     circuits: CircuitBreakers
     rng: random.Random
+    tokenizers: Tokenizers = field(default_factory=Tokenizers)
 
     @classmethod
     def create(cls, clock: Clock | None = None, *, seed: int | None = None, threshold: int = 5,
