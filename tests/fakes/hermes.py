@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.fakes._http import Fault, FakeUpstream, RecordedRequest, Reply
+from tests.fakes._http import FakeUpstream, Fault, RecordedRequest, Reply
 
 
 class FakeHermes(FakeUpstream):
