@@ -49,6 +49,7 @@ __all__ = [
     "RequestError",
     "RhetorError",
     "UnknownPipelineError",
+    "error_type",
 ]
 
 
@@ -64,8 +65,17 @@ class RhetorError(Exception):
         self.details: dict[str, Any] = details or {}
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON body ``{"error": {"code", "message", "details"}}`` used on every interface."""
-        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+        """The JSON body used on every interface: ``{"error": {"code", "message", "details"}}``, plus
+        OpenAI's ``type`` and ``param`` so OpenAI clients read the same body."""
+        return {"error": {"code": self.code, "message": self.message, "details": self.details,
+                          "type": error_type(self.status), "param": self.details.get("field")}}
+
+
+def error_type(status: int) -> str:
+    """OpenAI's error ``type`` for an HTTP status."""
+    return {401: "authentication_error", 402: "insufficient_quota", 403: "permission_error",
+            429: "rate_limit_error"}.get(
+        status, "invalid_request_error" if 400 <= status < 500 else "api_error")
 
 
 class ConfigError(RhetorError):

@@ -18,17 +18,13 @@ from litestar import MediaType, Request, Response, get, post
 from litestar.datastructures import State
 
 from rhetor.engine.engine import Engine, load_engine
-from rhetor.errors import ConfigError, NotFoundError, RhetorError
+from rhetor.errors import ConfigError, NotFoundError
+from rhetor.server.security import ForbiddenError
 from rhetor.server.state import server_state
 
 __all__ = ["HANDLERS", "Reloader"]
 
 log = logging.getLogger("rhetor.admin")
-
-
-class ForbiddenError(RhetorError):
-    code = "forbidden"
-    status = 403
 
 
 class Reloader:

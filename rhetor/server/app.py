@@ -23,7 +23,7 @@ from litestar.openapi import OpenAPIConfig
 
 import rhetor
 from rhetor.engine.engine import Engine
-from rhetor.errors import RhetorError
+from rhetor.errors import RhetorError, error_type
 from rhetor.server import admin, catalog, core, legacy, openai_compat, ws
 from rhetor.server.admin import Reloader
 from rhetor.server.hermes import register_forever
@@ -47,7 +47,8 @@ def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Re
     message = "; ".join(f"{p.get('key')}: {p.get('message')}" for p in problems if isinstance(p, dict)) \
         or str(exc.detail)
     body = {"error": {"code": "bad-request", "message": message,
-                      "details": {"field": fields[0] if fields else None, "errors": problems}}}
+                      "details": {"field": fields[0] if fields else None, "errors": problems},
+                      "type": error_type(400), "param": fields[0] if fields else None}}
     return Response(body, status_code=400, media_type=MediaType.JSON)
 
 
@@ -55,7 +56,8 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     codes = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
              405: "method-not-allowed", 413: "body-too-large"}
     code = codes.get(exc.status_code, "http-error")
-    body = {"error": {"code": code, "message": str(exc.detail), "details": {}}}
+    body = {"error": {"code": code, "message": str(exc.detail), "details": {}, "type": error_type(exc.status_code),
+                      "param": None}}
     return Response(body, status_code=exc.status_code, media_type=MediaType.JSON, headers=exc.headers)
 
 

@@ -19,6 +19,7 @@ import rhetor
 from rhetor.engine.engine import Engine
 from rhetor.errors import RhetorError
 from rhetor.server.observe import request_id_of
+from rhetor.server.security import bind_component
 from rhetor.server.state import server_state
 from rhetor.server.wire import ChatIn, MessageIn, completion_body, error_event, final_event, sse, timestamp
 from rhetor.stages.base import Request as EngineRequest
@@ -84,7 +85,7 @@ async def answer(state: State, http: Request[Any, Any, Any], body: MessageIn | C
     rhetor_state = server_state(state)
     engine = rhetor_state.engine
     request_id = request_id_of(http.scope)
-    request = body.to_request(request_id, stream=stream, active=rhetor_state.active)
+    request = bind_component(http.scope, body.to_request(request_id, stream=stream, active=rhetor_state.active))
     if stream:
         engine.pipeline_for(request.options, body.pipeline)  # an unknown pipeline is a 404, not a broken stream
         return Stream(_events(engine, request, body.pipeline), media_type="text/event-stream", headers=_SSE_HEADERS)

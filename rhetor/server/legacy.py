@@ -18,6 +18,7 @@ from pydantic import Field
 
 from rhetor.errors import RhetorError
 from rhetor.server.observe import request_id_of
+from rhetor.server.security import bind_component
 from rhetor.server.state import server_state
 from rhetor.server.wire import ChatMessageIn, _RequestFields, completion_body, sse, timestamp
 from rhetor.stages.base import Request as EngineRequest
@@ -58,7 +59,7 @@ async def _events(state: State, request: EngineRequest, pipeline: str | None) ->
 async def _handle(state: State, http: Request[Any, Any, Any], body: CompletionIn | LegacyChatIn,
                   shape: str) -> Response[Any]:
     rhetor = server_state(state)
-    request = _request(body, request_id_of(http.scope), rhetor.active)
+    request = bind_component(http.scope, _request(body, request_id_of(http.scope), rhetor.active))
     if body.stream:
         rhetor.engine.pipeline_for(request.options, body.pipeline)
         return Stream(_events(state, request, body.pipeline), media_type="text/event-stream",

@@ -41,6 +41,7 @@ from rhetor.engine.engine import Engine
 from rhetor.engine.run import RunResult
 from rhetor.errors import NotFoundError, RequestError, RhetorError
 from rhetor.server.observe import request_id_of
+from rhetor.server.security import bind_component
 from rhetor.server.state import server_state
 from rhetor.server.wire import completion_body, sse
 from rhetor.stages.base import Request
@@ -55,9 +56,6 @@ _IGNORED = frozenset({"top_p", "presence_penalty", "frequency_penalty", "seed", 
 _FINISH = {"stop": "stop", "end_turn": "stop", "stop_sequence": "stop", "length": "length", "max_tokens": "length",
            "tool_use": "tool_calls", "tool_calls": "tool_calls", "function_call": "function_call",
            "content_filter": "content_filter", "refusal": "content_filter"}
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota",
-          403: "permission_error", 404: "invalid_request_error", 413: "invalid_request_error",
-          429: "rate_limit_error"}
 _PARAMS = {"pipeline": "model", "provider": "rhetor.provider", "task_type": "rhetor.task_type"}
 _RHETOR_KEYS = ("provider", "model_id", "pipeline", "cost", "usage", "attempts", "routing_explanation", "trace",
                 "context", "request_id")
@@ -239,8 +237,7 @@ def _completion(result: RunResult, request: Request) -> dict[str, Any]:
 def _error_body(exc: RhetorError) -> dict[str, Any]:
     field = exc.details.get("field")
     param = _PARAMS.get(field, f"rhetor.{field}" if str(field).startswith("routing_parameters") else field)
-    error_type = _TYPES.get(exc.status, "invalid_request_error" if exc.status < 500 else "api_error")
-    return {"error": {**exc.to_dict()["error"], "type": error_type, "param": param}}
+    return {"error": {**exc.to_dict()["error"], "param": param}}
 
 
 async def _chunks(events: AsyncIterator[str | RunResult], first: str | RunResult, request: Request,
@@ -277,6 +274,7 @@ async def chat_completions(request: HttpRequest[Any, Any, Any], state: State) ->
     engine = rhetor_state.engine
     body = _parse(await request.body())
     rhetor_request, pipeline = _to_request(engine, body, request_id_of(request.scope), rhetor_state.active)
+    rhetor_request = bind_component(request.scope, rhetor_request)
     if not body.stream:
         result = await engine.run(rhetor_request, pipeline)
         return Response(_completion(result, rhetor_request))

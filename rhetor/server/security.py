@@ -1,5 +1,8 @@
 """API keys for every endpoint but ``/health`` (HTTP and WebSocket), compared in constant time.
 
+A key from the keys file may belong to a component: its requests are that component's (when they
+name none) and may not name another (403), so one component cannot spend another's budget.
+
 A key arrives as ``X-API-Key``, ``Authorization: Bearer <key>``, or (WebSocket, as the seeds' clients
 send it) the ``api_key`` query parameter. Keys are hashed once; the comparison is between digests with
 ``hmac.compare_digest`` for every configured key, so timing says nothing about which or how much matched.
@@ -11,19 +14,39 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from dataclasses import replace
 from urllib.parse import parse_qs
 
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from rhetor.errors import RhetorError
 from rhetor.server.settings import ApiKey
+from rhetor.stages.base import Request
 
-__all__ = ["AuthMiddleware"]
+__all__ = ["AuthMiddleware", "ForbiddenError", "bind_component"]
+
+
+class ForbiddenError(RhetorError):
+    code = "forbidden"
+    status = 403
+
+
+def bind_component(scope: Scope, request: Request) -> Request:
+    """``request`` with the component its API key belongs to (if any); refuses another component."""
+    owner = scope.get("state", {}).get("auth_component")
+    if owner is None:
+        return request
+    asked = request.options.component
+    if asked is not None and asked != owner:
+        raise ForbiddenError(f"this API key belongs to component {owner!r}, not {asked!r}",
+                             details={"field": "component"})
+    return replace(request, options=replace(request.options, component=owner))
 
 _OPEN_PATHS = frozenset({"/health"})
 _BODY = json.dumps({"error": {"code": "unauthorized", "message": "missing or invalid API key",
-                              "details": {}}}).encode()
+                              "details": {}, "type": "authentication_error", "param": None}}).encode()
 
 
 def _presented(scope: Scope) -> str | None:

@@ -40,6 +40,7 @@ from rhetor.engine.engine import Engine
 from rhetor.engine.run import RunResult
 from rhetor.errors import RequestError, RhetorError
 from rhetor.server.observe import request_id_of
+from rhetor.server.security import bind_component
 from rhetor.server.state import ServerState, server_state
 from rhetor.server.wire import MessageIn, completion_body, timestamp
 
@@ -151,11 +152,13 @@ def _message_in(payload: Any) -> MessageIn:
     return _validate(MessageIn, data, "payload.")
 
 
-async def _run(state: ServerState, body: MessageIn, on_chunk: Callable[[str], Awaitable[bool]],
+async def _run(conn: _Connection, body: MessageIn, on_chunk: Callable[[str], Awaitable[bool]],
                request_id: str) -> RunResult | None:
     """The request's result; chunks go to ``on_chunk`` when streaming. None when the client left."""
+    state = conn.state
     engine = state.engine
-    request = body.to_request(request_id, stream=body.streaming, active=state.active)
+    request = bind_component(conn.socket.scope,
+                             body.to_request(request_id, stream=body.streaming, active=state.active))
     if not body.streaming:
         return await engine.run(request, body.pipeline)
     result = None
@@ -181,7 +184,7 @@ async def _llm_request(conn: _Connection, msg_id: Any, payload: Any) -> None:
         return conn.send(_reply("UPDATE", msg_id, {"chunk": chunk, "context": context, "done": False}))
 
     try:
-        result = await _run(conn.state, body, on_chunk, request_id)
+        result = await _run(conn, body, on_chunk, request_id)
         if result is None:
             return
         await conn.send(_reply("RESPONSE", msg_id, completion_body(result, context, request_id)))
@@ -253,7 +256,7 @@ async def _legacy_request(conn: _Connection, data: dict[str, Any]) -> None:
         return conn.send({"type": "content_chunk", "text": chunk})
 
     try:
-        result = await _run(conn.state, body, on_chunk, request_id)
+        result = await _run(conn, body, on_chunk, request_id)
     except RhetorError as exc:
         await conn.send(_legacy_error(exc))
         return

@@ -82,7 +82,8 @@ async def test_auth_guards_everything_but_health(secured: AsyncTestClient) -> No
     for path in ("/", "/providers", "/metrics", "/schema/openapi.json"):
         r = await secured.get(path)
         assert r.status_code == 401, path
-        assert r.json() == {"error": {"code": "unauthorized", "message": "missing or invalid API key", "details": {}}}
+        assert r.json() == {"error": {"code": "unauthorized", "message": "missing or invalid API key", "details": {},
+                                      "type": "authentication_error", "param": None}}
     r = await secured.post("/message", json={"message": "x"}, headers={"X-API-Key": "wrong"})
     assert r.status_code == 401 and "s3cret" not in r.text
     r = await secured.post("/message", json={"message": "x"}, headers={"X-API-Key": "s3cret-key"})
@@ -100,6 +101,16 @@ async def test_per_component_keys_file(tmp_path: Path) -> None:
     async with AsyncTestClient(app=create_app(build_engine(SIM_DIR, env={}), settings=settings)) as c:
         for key, status in (("ergon-key", 200), ("ap-1", 200), ("ap-2", 401)):
             assert (await c.get("/providers", headers={"X-API-Key": key})).status_code == status
+        # A component's key makes its requests that component's, and may not speak for another one.
+        r = await c.post("/message", json={"message": "x"}, headers={"X-API-Key": "ergon-key", "X-Request-ID": "k1"})
+        assert r.status_code == 200 and (await c.get("/traces/k1", headers={"X-API-Key": "ergon-key"})).json()[
+            "component"] == "ergon"
+        r = await c.post("/message", json={"message": "x", "component": "apollo"}, headers={"X-API-Key": "ergon-key"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+        r = await c.post("/v1/chat/completions", headers={"X-API-Key": "ergon-key"},
+                         json={"model": "simulated", "messages": [{"role": "user", "content": "x"}],
+                               "rhetor": {"component": "apollo"}})
+        assert r.status_code == 403
 
 
 async def test_cors_preflight_is_answered() -> None:
