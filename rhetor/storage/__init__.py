@@ -1,0 +1,78 @@
+"""Durable storage: pick a backend by URL with ``open_storage``, then ``await storage.start()``.
+
+=============================  ==============================================================
+``None`` / empty               SQLite at ``<data_dir>/rhetor.sqlite3`` (the default)
+``sqlite:///abs/path.db``      SQLite at an absolute path (``sqlite://rel.db``: relative to data_dir)
+``postgresql://`` …            PostgreSQL (also ``postgres://``); shared by several replicas
+``memory://``                  in-process, for tests; nothing is kept
+=============================  ==============================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rhetor.storage._rows import redact_url
+from rhetor.storage.base import (
+    LedgerRepository,
+    ReservationStateError,
+    Storage,
+    StorageError,
+    StorageUnavailableError,
+    UnknownReservationError,
+)
+
+__all__ = [
+    "DEFAULT_SQLITE_NAME",
+    "LedgerRepository",
+    "ReservationStateError",
+    "Storage",
+    "StorageError",
+    "StorageUnavailableError",
+    "UnknownReservationError",
+    "open_storage",
+    "redact_url",
+]
+
+DEFAULT_SQLITE_NAME = "rhetor.sqlite3"
+
+
+def open_storage(url: str | None, data_dir: str | Path) -> Storage:
+    """The backend ``url`` names (not started yet: ``await storage.start()``).
+
+    Args:
+        url: A database URL (``RHETOR_DATABASE_URL``), or ``None``/empty for the default SQLite file.
+        data_dir: Where the default SQLite file lives (``RHETOR_DATA_DIR``), and what a relative
+            ``sqlite://`` path is relative to.
+
+    Returns:
+        An unstarted ``Storage``.
+
+    Raises:
+        StorageError: The URL's scheme is not one Rhetor supports (the message masks any password).
+    """
+    if not url:
+        from rhetor.storage.sqlite import SQLiteStorage
+
+        return SQLiteStorage(Path(data_dir) / DEFAULT_SQLITE_NAME)
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "sqlite":
+        from rhetor.storage.sqlite import SQLiteStorage
+
+        rest = url.split("://", 1)[1] if "://" in url else url.split(":", 1)[1]
+        if not rest:
+            raise StorageError(f"database URL {redact_url(url)!r} names no file")
+        path = Path("/" + rest.lstrip("/") if rest.startswith("/") else rest)  # sqlite:////abs works too
+        return SQLiteStorage(path if path.is_absolute() else Path(data_dir) / path)
+    if scheme in ("postgresql", "postgres"):
+        from rhetor.storage.postgres import PostgresStorage
+
+        return PostgresStorage(url)
+    if scheme == "memory":
+        from rhetor.storage.memory import MemoryStorage
+
+        return MemoryStorage()
+    raise StorageError(
+        f"unsupported database URL {redact_url(url)!r}: expected postgresql://, postgres://, sqlite:/// or memory://",
+        details={"scheme": scheme},
+    )

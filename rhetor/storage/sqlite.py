@@ -1,0 +1,227 @@
+"""SQLite storage, the default: one file (``<RHETOR_DATA_DIR>/rhetor.sqlite3`` or ``sqlite:///path``).
+
+Atomicity: every ledger operation is one ``BEGIN IMMEDIATE`` transaction, which takes SQLite's write
+lock before reading, so check-then-record cannot interleave with another writer — in this process or in
+another process sharing the file (``busy_timeout`` makes it wait for the lock instead of failing).
+Within the process, an ``asyncio.Lock`` hands the single connection to one transaction at a time.
+
+Durability: WAL journal with ``synchronous=FULL``: once a commit returns, the spend survives a
+``kill -9`` and a power cut. The connection lives in aiosqlite's own thread, so no statement (nor
+waiting for another process's lock) ever blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from rhetor.storage import _ledger_core as core
+from rhetor.storage import _rows, migrations
+from rhetor.storage.base import StorageError, StorageUnavailableError
+from rhetor.storage.records import BucketKey, BucketTotals, ReservationRow
+from rhetor.storage.sql_ledger import SqlLedger, SqlStorage
+
+__all__ = ["SQLiteStorage"]
+
+log = logging.getLogger(__name__)
+
+_T = _rows.to_sqlite_time
+_INSERT = (
+    f"INSERT INTO budget_reservations ({', '.join(_rows.INSERT_COLUMNS)}) "  # noqa: S608 (constant columns)
+    f"VALUES ({', '.join('?' * len(_rows.INSERT_COLUMNS))})"
+)
+_UPDATE = (
+    f"UPDATE budget_reservations SET {', '.join(c + ' = ?' for c in _rows.UPDATE_COLUMNS)} "  # noqa: S608
+    "WHERE id = ?"
+)
+
+
+class _SQLiteTx(core.LedgerTx):
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._c = conn
+
+    async def lock_buckets(self, keys: Sequence[BucketKey]) -> dict[BucketKey, BucketTotals]:
+        # The whole database is already locked by BEGIN IMMEDIATE: just make sure the rows exist.
+        await self._c.executemany("INSERT OR IGNORE INTO budget_buckets (scope, win, win_key) VALUES (?, ?, ?)", keys)
+        out = {}
+        for k in keys:
+            rows = await self._c.execute_fetchall(
+                "SELECT spent_nanos, reserved_nanos FROM budget_buckets WHERE scope = ? AND win = ? AND win_key = ?", k
+            )
+            spent, reserved = next(iter(rows))
+            out[k] = BucketTotals(spent, reserved)
+        return out
+
+    async def add_to_buckets(self, deltas: Mapping[BucketKey, tuple[int, int]]) -> None:
+        await self._c.executemany(
+            "UPDATE budget_buckets SET spent_nanos = spent_nanos + ?, reserved_nanos = reserved_nanos + ? "
+            "WHERE scope = ? AND win = ? AND win_key = ?",
+            [(s, r, *k) for k, (s, r) in deltas.items()],
+        )
+
+    async def insert_reservation(self, row: ReservationRow) -> None:
+        await self._c.execute(_INSERT, _rows.insert_values(row, _T))
+
+    async def lock_reservation(self, reservation_id: str) -> ReservationRow | None:
+        rows = await self._c.execute_fetchall("SELECT * FROM budget_reservations WHERE id = ?", (reservation_id,))
+        return next((_rows.reservation_from(r, _rows.from_sqlite_time) for r in rows), None)
+
+    async def lock_expired(self, now: datetime, limit: int) -> list[ReservationRow]:
+        rows = await self._c.execute_fetchall(
+            "SELECT * FROM budget_reservations WHERE state = 'reserved' AND expires_at <= ? ORDER BY id LIMIT ?",
+            (_T(now), limit),
+        )
+        return [_rows.reservation_from(r, _rows.from_sqlite_time) for r in rows]
+
+    async def update_reservation(self, row: ReservationRow) -> None:
+        await self._c.execute(_UPDATE, (*_rows.update_values(row, _T), row.id))
+
+    async def mark_thresholds(self, hits: Sequence[tuple[BucketKey, int]], at: datetime) -> set[tuple[BucketKey, int]]:
+        new = set()
+        for key, ppm in hits:
+            cur = await self._c.execute(
+                "INSERT OR IGNORE INTO budget_thresholds (scope, win, win_key, threshold_ppm, fired_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (*key, ppm, _T(at)),
+            )
+            if cur.rowcount == 1:
+                new.add((key, ppm))
+        return new
+
+
+class SQLiteStorage(SqlStorage):
+    kind = "sqlite"
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 60.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
+        self._conn: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._ledger = SqlLedger(self)
+
+    def describe(self) -> str:
+        return f"sqlite://{os.path.abspath(self.path)}"
+
+    async def start(self) -> None:
+        if self._conn is not None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = await aiosqlite.connect(self.path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageUnavailableError(f"cannot open SQLite database {self.describe()}: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        self._conn = conn
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+            await self._enable_wal(conn)
+            await conn.execute("PRAGMA synchronous = FULL")
+            await self._migrate()
+        except sqlite3.Error as exc:
+            await self.close()
+            raise StorageUnavailableError(f"cannot use SQLite database {self.describe()}: {exc}") from exc
+        except BaseException:
+            await self.close()
+            raise
+        log.info("storage: SQLite at %s (schema version %d)", self.describe(), await self.schema_version())
+
+    async def _enable_wal(self, conn: aiosqlite.Connection) -> None:
+        """Switch to WAL. On a new file several processes may race to do it, and SQLite then answers
+        "database is locked" without waiting (the busy timeout does not apply here): retry until it does."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.busy_timeout_s
+        delay = 0.005
+        while True:
+            try:
+                rows = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or loop.time() > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        mode = str(next(iter(rows))[0]).lower()
+        if mode != "wal":
+            log.warning("storage: %s could not switch to WAL (journal mode %s)", self.describe(), mode)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    async def schema_version(self) -> int:
+        async with self._read() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            )
+            if not rows:
+                return 0
+            rows = await conn.execute_fetchall("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+            return int(next(iter(rows))[0])
+
+    async def _migrate(self) -> None:
+        known = migrations.load("sqlite")
+        async with self.transaction() as conn:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            rows = await conn.execute_fetchall("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+            current = int(next(iter(rows))[0])
+            if current > len(known):
+                raise StorageError(f"{self.describe()} has schema version {current}, newer than this Rhetor's "
+                                   f"{len(known)}: upgrade Rhetor")
+            for mig in known[current:]:
+                for statement in migrations.statements(mig.sql):
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                    (mig.version, mig.name, _T(datetime.now(UTC))),
+                )
+                log.info("storage: applied SQLite migration %03d_%s", mig.version, mig.name)
+
+    def _connection(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise StorageError(f"storage {self.describe()} is not started")
+        return self._conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection inside ``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any error or cancellation)."""
+        async with self._lock:
+            conn = self._connection()
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                await conn.commit()
+            except BaseException:
+                # aiosqlite queues statements in order, so this runs after a BEGIN or COMMIT whose await was
+                # cancelled; it is a no-op when no transaction is open.
+                await conn.rollback()
+                raise
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            yield self._connection()
+
+    @asynccontextmanager
+    async def ledger_tx(self) -> AsyncIterator[core.LedgerTx]:
+        async with self.transaction() as conn:
+            yield _SQLiteTx(conn)
+
+    async def fetch(self, sql: str, params: Sequence[object]) -> list[Mapping[str, Any]]:
+        async with self._read() as conn:
+            return list(await conn.execute_fetchall(sql, params))
+
+    def parse_time(self, value: object) -> datetime:
+        return _rows.from_sqlite_time(str(value))
