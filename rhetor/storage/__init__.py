@@ -14,21 +14,43 @@ from pathlib import Path
 
 from rhetor.storage._rows import redact_url
 from rhetor.storage.base import (
+    ContextRepository,
     LedgerRepository,
+    PromptRepository,
     ReservationStateError,
     Storage,
     StorageError,
     StorageUnavailableError,
+    TemplateRepository,
     UnknownReservationError,
+)
+from rhetor.storage.content_records import (
+    ContextInfo,
+    ContextRecord,
+    PromptRecord,
+    StoredMessage,
+    StoredMessageIn,
+    Summary,
+    TemplateRecord,
 )
 
 __all__ = [
     "DEFAULT_SQLITE_NAME",
+    "ContextInfo",
+    "ContextRecord",
+    "ContextRepository",
     "LedgerRepository",
+    "PromptRecord",
+    "PromptRepository",
     "ReservationStateError",
     "Storage",
     "StorageError",
     "StorageUnavailableError",
+    "StoredMessage",
+    "StoredMessageIn",
+    "Summary",
+    "TemplateRecord",
+    "TemplateRepository",
     "UnknownReservationError",
     "open_storage",
     "redact_url",

@@ -1,10 +1,10 @@
 """The storage interfaces: a ``Storage`` backend owns one repository per kind of durable data.
 
 Modelled on Litestar's ``stores/base.py``: small asynchronous ABCs, one implementation per backend
-(``memory.py`` for tests, ``sqlite.py`` the default, ``postgres.py`` for several replicas). Today a
-backend offers the budget ``ledger``; the context, template and prompt repositories (a later issue)
-become further attributes of ``Storage`` next to it, each with its own ABC in this module and its own
-tables in a new numbered migration.
+(``memory.py`` for tests, ``sqlite.py`` the default, ``postgres.py`` for several replicas). A backend
+offers the budget ``ledger`` and the ``contexts``, ``templates`` and ``prompts`` repositories (their ABCs
+live in ``content_base.py`` and are re-exported here); each kind of data has its own tables, added by a
+numbered migration.
 
 Every method of a repository is one atomic unit: it either happens completely or not at all, also when
 several processes share the database.
@@ -18,6 +18,7 @@ from datetime import datetime
 from types import TracebackType
 
 from rhetor.errors import RhetorError
+from rhetor.storage.content_base import ContextRepository, PromptRepository, TemplateRepository
 from rhetor.storage.records import (
     BucketKey,
     BucketTotals,
@@ -30,11 +31,14 @@ from rhetor.storage.records import (
 )
 
 __all__ = [
+    "ContextRepository",
     "LedgerRepository",
+    "PromptRepository",
     "ReservationStateError",
     "Storage",
     "StorageError",
     "StorageUnavailableError",
+    "TemplateRepository",
     "UnknownReservationError",
 ]
 
@@ -189,6 +193,24 @@ class Storage(ABC):
     @abstractmethod
     def ledger(self) -> LedgerRepository:
         """The budget ledger repository of this backend."""
+        raise NotImplementedError
+
+    @property
+    @abstractmethod
+    def contexts(self) -> ContextRepository:
+        """The conversation (context) repository of this backend."""
+        raise NotImplementedError
+
+    @property
+    @abstractmethod
+    def templates(self) -> TemplateRepository:
+        """The prompt template repository of this backend."""
+        raise NotImplementedError
+
+    @property
+    @abstractmethod
+    def prompts(self) -> PromptRepository:
+        """The system prompt repository of this backend."""
         raise NotImplementedError
 
     @abstractmethod

@@ -1,7 +1,8 @@
 """In-process storage for tests and throwaway runs (``memory://``): nothing survives the process.
 
 Atomicity: one ``asyncio.Lock`` per storage serialises every ledger operation; the shared ledger logic
-checks before it writes, so an operation either completes or leaves nothing behind.
+checks before it writes, so an operation either completes or leaves nothing behind. The content
+repositories are in ``memory_content.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime
 
 from rhetor.storage import _ledger_core as core
 from rhetor.storage.base import LedgerRepository, Storage
+from rhetor.storage.memory_content import MemoryContexts, MemoryPrompts, MemoryTemplates
 from rhetor.storage.records import (
     BucketKey,
     BucketTotals,
@@ -114,10 +116,25 @@ class MemoryStorage(Storage):
 
     def __init__(self) -> None:
         self._ledger = MemoryLedger()
+        self._contexts = MemoryContexts()
+        self._templates = MemoryTemplates()
+        self._prompts = MemoryPrompts()
 
     @property
     def ledger(self) -> MemoryLedger:
         return self._ledger
+
+    @property
+    def contexts(self) -> MemoryContexts:
+        return self._contexts
+
+    @property
+    def templates(self) -> MemoryTemplates:
+        return self._templates
+
+    @property
+    def prompts(self) -> MemoryPrompts:
+        return self._prompts
 
     async def start(self) -> None:
         return None

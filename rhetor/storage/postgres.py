@@ -16,10 +16,15 @@ reservation being settled. The fixed lock order means no deadlock; should Postgr
 
 Migrations run under a transaction-level advisory lock, so replicas starting together apply each
 migration once. The URL's password never appears in logs or errors.
+
+The content repositories write in READ COMMITTED transactions that lock what they depend on (the context
+row an append advances, a component's default-prompt advisory lock) and read in read-only REPEATABLE READ
+snapshots, so a context loads consistently while appends go on.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -33,7 +38,8 @@ from rhetor.storage import _ledger_core as core
 from rhetor.storage import _rows, migrations
 from rhetor.storage.base import StorageError, StorageUnavailableError
 from rhetor.storage.records import BucketKey, BucketTotals, ReservationRow
-from rhetor.storage.sql_ledger import SqlLedger, SqlStorage, numbered
+from rhetor.storage.sql_content import ContentTx, Dialect
+from rhetor.storage.sql_ledger import SqlStorage, numbered
 
 __all__ = ["PostgresStorage"]
 
@@ -120,15 +126,43 @@ def _same(value: Any) -> Any:
     return value
 
 
+def _parse_ts(value: object) -> datetime:
+    assert isinstance(value, datetime)
+    return value
+
+
+_numbered = functools.lru_cache(maxsize=512)(numbered)
+
+
+class _PgContentTx(ContentTx):
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._c = conn
+
+    async def fetch(self, sql: str, params: Sequence[object] = ()) -> list[Mapping[str, Any]]:
+        return list(await self._c.fetch(_numbered(sql), *params))
+
+    async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        status = await self._c.execute(_numbered(sql), *params)  # e.g. "DELETE 3"
+        last = status.rsplit(" ", 1)[-1]
+        return int(last) if last.isdigit() else 0
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        await self._c.executemany(_numbered(sql), rows)
+
+    async def lock(self, key: str) -> None:
+        await self._c.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
+
+
 class PostgresStorage(SqlStorage):
     kind = "postgres"
     retryable = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+    dialect = Dialect(ts=_same, parse_ts=_parse_ts, json="?::jsonb", greatest="GREATEST", for_update=" FOR UPDATE")
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, connect_timeout_s: float = 10.0) -> None:
         self._url = url
         self.min_size, self.max_size, self.connect_timeout_s = min_size, max_size, connect_timeout_s
         self._pool: asyncpg.Pool | None = None
-        self._ledger = SqlLedger(self)
+        self._init_repositories()
 
     def describe(self) -> str:
         return _rows.redact_url(self._url)
@@ -194,6 +228,13 @@ class PostgresStorage(SqlStorage):
                 log.info("storage: applied PostgreSQL migration %03d_%s", mig.version, mig.name)
 
     @asynccontextmanager
+    async def content_tx(self, *, write: bool = True) -> AsyncIterator[ContentTx]:
+        async with self._pool_or_fail().acquire() as conn:
+            tx = conn.transaction() if write else conn.transaction(isolation="repeatable_read", readonly=True)
+            async with tx:
+                yield _PgContentTx(conn)
+
+    @asynccontextmanager
     async def ledger_tx(self) -> AsyncIterator[core.LedgerTx]:
         async with self._pool_or_fail().acquire() as conn, conn.transaction():
             yield _PgTx(conn)
@@ -202,6 +243,5 @@ class PostgresStorage(SqlStorage):
         return list(await self._pool_or_fail().fetch(numbered(sql), *params))
 
     def parse_time(self, value: object) -> datetime:
-        assert isinstance(value, datetime)
-        return value
+        return _parse_ts(value)
 

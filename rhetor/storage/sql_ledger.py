@@ -1,5 +1,8 @@
 """The ``LedgerRepository`` of the SQL backends: writes through the shared ledger logic inside the backend's
 transaction, reads with plain queries (written with ``?`` placeholders; PostgreSQL renumbers them).
+
+Also ``SqlStorage``, the base of the SQL backends, which gives them the ledger and the content
+repositories (``sql_content.py``, ``sql_contexts.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from rhetor.storage.records import (
     SettleRequest,
     UsageRow,
 )
+from rhetor.storage.sql_content import ContentTx, Dialect, SqlPrompts, SqlTemplates
+from rhetor.storage.sql_contexts import SqlContexts
 
 __all__ = ["SqlLedger", "SqlStorage", "numbered"]
 
@@ -41,16 +46,40 @@ _BUCKET = "WHERE scope = ? AND win = ? AND win_key = ?"
 
 
 class SqlStorage(Storage):
-    """A storage backend speaking SQL: gives the ledger a transaction and a way to read."""
+    """A storage backend speaking SQL: gives the repositories a transaction and a way to read."""
 
     _ledger: SqlLedger
+    dialect: Dialect
     retryable: tuple[type[BaseException], ...] = ()
-    """Errors after which a ledger transaction is retried from the start (deadlock, serialization failure)."""
+    """Errors after which a transaction is retried from the start (deadlock, serialization failure)."""
     attempts = 5
+
+    def _init_repositories(self) -> None:
+        self._ledger = SqlLedger(self)
+        self._contexts = SqlContexts(self)
+        self._templates = SqlTemplates(self)
+        self._prompts = SqlPrompts(self)
 
     @property
     def ledger(self) -> SqlLedger:
         return self._ledger
+
+    @property
+    def contexts(self) -> SqlContexts:
+        return self._contexts
+
+    @property
+    def templates(self) -> SqlTemplates:
+        return self._templates
+
+    @property
+    def prompts(self) -> SqlPrompts:
+        return self._prompts
+
+    @abstractmethod
+    def content_tx(self, *, write: bool = True) -> AbstractAsyncContextManager[ContentTx]:
+        """One content transaction: ``write`` for changes (committed on exit, rolled back on any error), else a
+        consistent read-only snapshot."""
 
     @abstractmethod
     def ledger_tx(self) -> AbstractAsyncContextManager[core.LedgerTx]:

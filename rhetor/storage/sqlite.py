@@ -8,6 +8,10 @@ Within the process, an ``asyncio.Lock`` hands the single connection to one trans
 Durability: WAL journal with ``synchronous=FULL``: once a commit returns, the spend survives a
 ``kill -9`` and a power cut. The connection lives in aiosqlite's own thread, so no statement (nor
 waiting for another process's lock) ever blocks the event loop.
+
+The content repositories use the same ``BEGIN IMMEDIATE`` transactions for writes, and a deferred
+``BEGIN`` (a consistent WAL snapshot that never blocks writers) for multi-statement reads. Foreign keys
+are enabled on the connection, so deleting a context cascades to its messages and summary.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from rhetor.storage import _ledger_core as core
 from rhetor.storage import _rows, migrations
 from rhetor.storage.base import StorageError, StorageUnavailableError
 from rhetor.storage.records import BucketKey, BucketTotals, ReservationRow
-from rhetor.storage.sql_ledger import SqlLedger, SqlStorage
+from rhetor.storage.sql_content import ContentTx, Dialect
+from rhetor.storage.sql_ledger import SqlStorage
 
 __all__ = ["SQLiteStorage"]
 
@@ -98,15 +103,37 @@ class _SQLiteTx(core.LedgerTx):
         return new
 
 
+class _SQLiteContentTx(ContentTx):
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._c = conn
+
+    async def fetch(self, sql: str, params: Sequence[object] = ()) -> list[Mapping[str, Any]]:
+        return list(await self._c.execute_fetchall(sql, params))
+
+    async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        cursor = await self._c.execute(sql, params)
+        count = cursor.rowcount
+        await cursor.close()
+        return count
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        await self._c.executemany(sql, rows)
+
+    async def lock(self, key: str) -> None:
+        return None  # BEGIN IMMEDIATE holds the database's write lock already
+
+
 class SQLiteStorage(SqlStorage):
     kind = "sqlite"
+    dialect = Dialect(ts=_T, parse_ts=lambda v: _rows.from_sqlite_time(str(v)), json="?", greatest="MAX",
+                      for_update="")
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 60.0) -> None:
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
         self._conn: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
-        self._ledger = SqlLedger(self)
+        self._init_repositories()
 
     def describe(self) -> str:
         return f"sqlite://{os.path.abspath(self.path)}"
@@ -125,6 +152,7 @@ class SQLiteStorage(SqlStorage):
             await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
             await self._enable_wal(conn)
             await conn.execute("PRAGMA synchronous = FULL")
+            await conn.execute("PRAGMA foreign_keys = ON")
             await self._migrate()
         except sqlite3.Error as exc:
             await self.close()
@@ -213,6 +241,20 @@ class SQLiteStorage(SqlStorage):
     async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
             yield self._connection()
+
+    @asynccontextmanager
+    async def content_tx(self, *, write: bool = True) -> AsyncIterator[ContentTx]:
+        if write:
+            async with self.transaction() as conn:
+                yield _SQLiteContentTx(conn)
+            return
+        async with self._lock:
+            conn = self._connection()
+            try:
+                await conn.execute("BEGIN")
+                yield _SQLiteContentTx(conn)
+            finally:
+                await conn.rollback()  # read only: nothing to commit
 
     @asynccontextmanager
     async def ledger_tx(self) -> AsyncIterator[core.LedgerTx]:

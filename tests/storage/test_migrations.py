@@ -7,10 +7,12 @@ from collections.abc import Callable
 
 import pytest
 
-from rhetor.storage import Storage, StorageError, migrations
+from rhetor.storage import Storage, StorageError, StoredMessageIn, migrations
 from rhetor.storage.sql_ledger import SqlStorage
 
 TABLES = {"schema_version", "budget_buckets", "budget_reservations", "budget_thresholds"}
+CONTENT_TABLES = {"contexts", "context_messages", "context_summaries", "templates", "prompts"}
+APPLIED = [(1, "ledger"), (2, "content")]
 
 
 async def versions(storage: Storage) -> list[tuple[int, str]]:
@@ -34,14 +36,14 @@ def expected(kind: str) -> list[tuple[int, str]]:
 
 async def test_migrations_apply_once_and_reapplying_is_a_no_op(make_durable_storage: Callable[[], Storage]) -> None:
     async with make_durable_storage() as st:
-        assert await st.schema_version() == len(expected(st.kind)) == 1
-        assert await versions(st) == expected(st.kind) == [(1, "ledger")]
-        assert TABLES <= await tables(st)
+        assert await st.schema_version() == len(expected(st.kind)) == 2
+        assert await versions(st) == expected(st.kind) == APPLIED
+        assert TABLES | CONTENT_TABLES <= await tables(st)
         await st.start()  # already started: nothing happens
     for _ in range(2):
         async with make_durable_storage() as again:
             assert await versions(again) == expected(again.kind)
-            assert await again.schema_version() == 1
+            assert await again.schema_version() == 2
 
 
 async def test_concurrent_starts_apply_each_migration_once(make_durable_storage: Callable[[], Storage]) -> None:
@@ -49,9 +51,27 @@ async def test_concurrent_starts_apply_each_migration_once(make_durable_storage:
     await asyncio.gather(*(s.start() for s in stores))
     try:
         for s in stores:
-            assert await versions(s) == [(1, "ledger")]
+            assert await versions(s) == APPLIED
     finally:
         await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_a_ledger_only_database_is_upgraded_in_place(
+    make_durable_storage: Callable[[], Storage], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_load = migrations.load
+    with monkeypatch.context() as m:  # a Rhetor that knew only 001_ledger created the database
+        m.setattr(migrations, "load", lambda dialect: real_load(dialect)[:1])
+        async with make_durable_storage() as old:
+            assert await versions(old) == [(1, "ledger")] and not CONTENT_TABLES & await tables(old)
+            await _execute(old, "INSERT INTO budget_buckets (scope, win, win_key, spent_nanos) "
+                                "VALUES ('global', 'daily', 'd', 42)")
+    async with make_durable_storage() as new:
+        assert await versions(new) == APPLIED and CONTENT_TABLES <= await tables(new)
+        assert isinstance(new, SqlStorage)
+        rows = await new.fetch("SELECT spent_nanos FROM budget_buckets WHERE scope = 'global'", ())
+        assert [r["spent_nanos"] for r in rows] == [42]  # the ledger's data is untouched
+        assert [m.seq for m in await new.contexts.append("a:b", [StoredMessageIn("user", "hi", 1)])] == [1]
 
 
 async def test_a_schema_newer_than_this_rhetor_is_refused(make_durable_storage: Callable[[], Storage]) -> None:
