@@ -111,8 +111,22 @@ async def _run(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    engine = _load(args)
-    return 1 if engine is None else asyncio.run(_run(engine, args))
+    """One real request: its spend is recorded in the same storage the server uses."""
+    from rhetor.engine.resources import Resources
+
+    resources = Resources.from_env()
+    engine, diags = load_engine(_config_dir(args.config), resources=resources)
+    if engine is None:
+        _print_diagnostics(diags, "text")
+        return 1
+
+    async def go() -> int:
+        try:
+            return await _run(engine, args)
+        finally:
+            await resources.close()
+
+    return asyncio.run(go())
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 __all__ = [
     "Attempt",
+    "BudgetDecision",
+    "Spend",
     "Completion",
     "Message",
     "ModelChain",
@@ -152,3 +154,34 @@ class Completion:
     cost_usd: float
     finish_reason: str | None = None
     attempts: tuple[Attempt, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """What one provider call cost: from its usage, or estimated when the call was cut short."""
+
+    model: str
+    provider: str
+    usage: Usage
+    cost_usd: float
+    estimated: bool = False
+    """True when the provider never reported usage (the client left mid-call): charged from what was seen."""
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetDecision:
+    """What the budget stage decided for a request."""
+
+    policy: str
+    reserved_usd: float
+    scopes: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+    downgraded_from: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"policy": self.policy, "reserved_usd": self.reserved_usd, "scopes": list(self.scopes)}
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        if self.downgraded_from is not None:
+            out["downgraded_from"] = list(self.downgraded_from)
+        return out

@@ -18,6 +18,7 @@ from rhetor.config.diagnostics import Diagnostic
 from rhetor.config.loader import LoadedConfig, load_config_files
 from rhetor.config.models import ProviderSpec
 from rhetor.engine.compile import CompiledPipeline, compile_pipeline
+from rhetor.engine.resources import Resources
 from rhetor.engine.run import RunResult, StageTrace, execute, explain
 from rhetor.engine.runtime import Clock, Runtime
 from rhetor.errors import ConfigError, RhetorError, UnknownPipelineError
@@ -46,15 +47,29 @@ class Explanation:
     pipeline: str
     stages: list[StageTrace]
     budget: dict[str, Any]
+    outputs: Mapping[str, Mapping[str, Any]]
+    """What the deciding stages produced, by stage id and output (e.g. ``route.chain``)."""
+
+    def output_of(self, kind: type) -> Any:
+        """The last output of type ``kind`` in stage order (e.g. the chain after budget's downgrade)."""
+        found = None
+        for sockets in self.outputs.values():
+            for value in sockets.values():
+                if isinstance(value, kind):
+                    found = value
+        return found
 
 
 class Engine:
     def __init__(self, config: LoadedConfig, providers: Mapping[str, Provider],
-                 pipelines: Mapping[str, CompiledPipeline], runtime: Runtime) -> None:
+                 pipelines: Mapping[str, CompiledPipeline], runtime: Runtime, resources: Resources,
+                 *, owns_resources: bool) -> None:
         self.config = config
         self.providers = providers
         self.pipelines = pipelines
         self.runtime = runtime
+        self.resources = resources
+        self.owns_resources = owns_resources
         self.observers: list[RunObserver] = []
 
     def _notify(self, request: Request, pipeline: str, result: RunResult | None, error: RhetorError | None,
@@ -81,6 +96,7 @@ class Engine:
 
     async def run(self, request: Request, pipeline: str | None = None) -> RunResult:
         compiled = self.pipeline_for(request.options, pipeline)
+        await self.resources.ensure_started()
         started = time.perf_counter()
         try:
             result = await execute(compiled, RunContext(request))
@@ -96,6 +112,7 @@ class Engine:
         If the consumer stops early (a client gone), the run is cancelled with it.
         """
         compiled = self.pipeline_for(request.options, pipeline)
+        await self.resources.ensure_started()
         started = time.perf_counter()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         task = asyncio.create_task(execute(compiled, RunContext(request, emit=queue.put_nowait)))
@@ -127,12 +144,14 @@ class Engine:
 
     def explain(self, request: Request, pipeline: str | None = None) -> Explanation:
         compiled = self.pipeline_for(request.options, pipeline)
-        stages = explain(compiled, RunContext(request))
-        return Explanation(compiled.name, stages, self.budget_decision(request.options))
+        stages, outputs = explain(compiled, RunContext(request))
+        return Explanation(compiled.name, stages, self.budget_decision(request.options), outputs)
 
     async def aclose(self) -> None:
         for provider in self.providers.values():
             await provider.aclose()
+        if self.owns_resources:
+            await self.resources.close()
 
 
 ProviderFactory = Callable[[str, ProviderSpec, Mapping[str, str], Clock], Provider]
@@ -140,11 +159,13 @@ ProviderFactory = Callable[[str, ProviderSpec, Mapping[str, str], Clock], Provid
 
 def load_engine(root: Path, env: Mapping[str, str] | None = None, *, clock: Clock | None = None,
                 seed: int | None = None, provider_factory: ProviderFactory = build_provider,
-                ) -> tuple[Engine | None, list[Diagnostic]]:
+                resources: Resources | None = None) -> tuple[Engine | None, list[Diagnostic]]:
     """Load, check and compile the configuration in ``root``; every diagnostic is returned, sorted.
 
     ``clock`` and ``seed`` replace the wall clock and the jitter source (tests use a ``FakeClock``);
     ``provider_factory`` is the seam where tests put scripted providers (as httpx's transports).
+    ``resources`` (durable storage) is shared with its owner; without it the engine keeps its own
+    in-memory storage.
     """
     config, diags = load_config_files(root, env)
     if config is None:
@@ -153,9 +174,11 @@ def load_engine(root: Path, env: Mapping[str, str] | None = None, *, clock: Cloc
     runtime = Runtime.create(clock, seed=seed, threshold=breaker.failures, cooldown_s=breaker.cooldown_s)
     providers = {name: provider_factory(name, spec, config.env, runtime.clock)
                  for name, spec in config.providers.providers.items()}
+    owns = resources is None
+    resources = resources or Resources.memory()
     pipelines: dict[str, CompiledPipeline] = {}
     for name, spec in config.pipelines.items():
-        build = BuildContext(config=config, providers=providers, pipeline=name, runtime=runtime)
+        build = BuildContext(config=config, providers=providers, pipeline=name, runtime=runtime, resources=resources)
         compiled, pipe_diags = compile_pipeline(spec, config.pipeline_docs[name], build, REGISTRY)
         diags += pipe_diags
         if compiled is not None:
@@ -163,12 +186,14 @@ def load_engine(root: Path, env: Mapping[str, str] | None = None, *, clock: Cloc
     errors = [d for d in diags if d.severity == "error"]
     if errors:
         return None, sorted(diags)
-    return Engine(config, providers, pipelines, runtime), sorted(diags)
+    return Engine(config, providers, pipelines, runtime, resources, owns_resources=owns), sorted(diags)
 
 
 def build_engine(root: Path, env: Mapping[str, str] | None = None, *, clock: Clock | None = None,
-                 seed: int | None = None, provider_factory: ProviderFactory = build_provider) -> Engine:
-    engine, diags = load_engine(root, env, clock=clock, seed=seed, provider_factory=provider_factory)
+                 seed: int | None = None, provider_factory: ProviderFactory = build_provider,
+                 resources: Resources | None = None) -> Engine:
+    engine, diags = load_engine(root, env, clock=clock, seed=seed, provider_factory=provider_factory,
+                                resources=resources)
     if engine is None:
         raise ConfigError([d for d in diags if d.severity == "error"])
     return engine

@@ -106,8 +106,25 @@ def _attach_trace(exc: RhetorError, pipeline: CompiledPipeline, trace: list[Stag
     exc.trace = tuple(full)  # type: ignore[attr-defined]
 
 
+async def _finalize(ctx: RunContext) -> None:
+    for finalizer in ctx.finalizers:
+        await finalizer(ctx)
+
+
 async def execute(pipeline: CompiledPipeline, ctx: RunContext) -> RunResult:
-    """Run every stage for one request; on failure the raised RhetorError carries ``.trace``."""
+    """Run every stage for one request; on failure the raised RhetorError carries ``.trace``.
+
+    The context's finalizers run when the run ends however it ends; they are shielded, so a caller
+    that goes away (a cancelled task) cannot stop e.g. a budget settlement half-way.
+    """
+    try:
+        return await _execute(pipeline, ctx)
+    finally:
+        if ctx.finalizers:
+            await asyncio.shield(asyncio.ensure_future(_finalize(ctx)))
+
+
+async def _execute(pipeline: CompiledPipeline, ctx: RunContext) -> RunResult:
     request = ctx.request
     values: dict[str, Mapping[str, Any]] = {
         REQUEST_NODE: {"messages": request.messages, "options": request.options},
@@ -134,8 +151,11 @@ async def execute(pipeline: CompiledPipeline, ctx: RunContext) -> RunResult:
     return RunResult(pipeline.name, values[node][socket], values, tuple(trace))
 
 
-def explain(pipeline: CompiledPipeline, ctx: RunContext) -> list[StageTrace]:
-    """What each stage would decide for this request, calling no provider and changing nothing."""
+def explain(pipeline: CompiledPipeline, ctx: RunContext) -> tuple[list[StageTrace], dict[str, Mapping[str, Any]]]:
+    """What each stage would decide for this request, calling no provider and changing nothing.
+
+    Returns the stages' decisions and the outputs the deciding stages produced (e.g. the chain).
+    """
     request = ctx.request
     values: dict[str, Mapping[str, Any]] = {
         REQUEST_NODE: {"messages": request.messages, "options": request.options},
@@ -153,4 +173,4 @@ def explain(pipeline: CompiledPipeline, ctx: RunContext) -> list[StageTrace]:
             if result.outputs:
                 values[sid] = result.outputs
             out.append(StageTrace(sid, stage.type, "ok", result.decision, result.why, details=result.details))
-    return out
+    return out, values

@@ -31,8 +31,9 @@ class Reloader:
     """Swaps the server's engine for a freshly compiled one, only when the new config validates."""
 
     def __init__(self, config_dir: Path | None, env: dict[str, str] | None, on_new_engine: Any,
-                 grace_s: float = 30.0) -> None:
+                 grace_s: float = 30.0, resources: Any = None) -> None:
         self.config_dir = config_dir
+        self.resources = resources
         self.env = env
         self.on_new_engine = on_new_engine
         self.grace_s = grace_s
@@ -43,7 +44,8 @@ class Reloader:
         if self.config_dir is None:
             raise ForbiddenError("this server was not started from a config directory; nothing to reload")
         async with self._lock:
-            engine, diags = await asyncio.to_thread(load_engine, self.config_dir, self.env)
+            engine, diags = await asyncio.to_thread(load_engine, self.config_dir, self.env,
+                                                    resources=self.resources)
             if engine is None:
                 errors = [d for d in diags if d.severity == "error"]
                 log.warning("reload refused", extra={"fields": {"errors": len(errors)}})

@@ -22,9 +22,10 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 
 import rhetor
+from rhetor.budget import BudgetLedger
 from rhetor.engine.engine import Engine
 from rhetor.errors import RhetorError, error_type
-from rhetor.server import admin, catalog, core, legacy, openai_compat, ws
+from rhetor.server import admin, budget_api, catalog, core, legacy, openai_compat, ws
 from rhetor.server.admin import Reloader
 from rhetor.server.hermes import register_forever
 from rhetor.server.observe import Metrics, ObserveMiddleware, RunRecorder
@@ -61,6 +62,17 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return Response(body, status_code=exc.status_code, media_type=MediaType.JSON, headers=exc.headers)
 
 
+async def _reconcile_forever(state: ServerState, every_s: float = 60.0) -> None:
+    """Expire reservations left by crashed processes: at start, then every minute."""
+    while True:
+        engine = state.engine
+        ledger = BudgetLedger.from_config(engine.resources.storage.ledger, engine.config.budgets)
+        expired = await ledger.reconcile()
+        if expired:
+            log.warning("expired reservations reconciled", extra={"fields": {"count": len(expired)}})
+        await asyncio.sleep(every_s)
+
+
 def create_app(engine: Engine, *, settings: ServerSettings | None = None, config_dir: Path | None = None,
                env: dict[str, str] | None = None) -> Litestar:
     """The app serving ``engine``; ``config_dir`` enables reload (SIGHUP, ``POST /admin/reload``)."""
@@ -76,10 +88,13 @@ def create_app(engine: Engine, *, settings: ServerSettings | None = None, config
             rhetor_state.active = {}
 
     adopt(engine)
-    reloader = Reloader(config_dir, env, adopt, grace_s=max(30.0, settings.drain_seconds))
+    reloader = Reloader(config_dir, env, adopt, grace_s=max(30.0, settings.drain_seconds),
+                        resources=engine.resources)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await engine.resources.ensure_started()
+        reconciler = asyncio.create_task(_reconcile_forever(rhetor_state))
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the main thread
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_sighup(app.state)))
@@ -89,6 +104,9 @@ def create_app(engine: Engine, *, settings: ServerSettings | None = None, config
         try:
             yield
         finally:
+            reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reconciler
             if hermes is not None:
                 hermes.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -97,6 +115,7 @@ def create_app(engine: Engine, *, settings: ServerSettings | None = None, config
                 loop.remove_signal_handler(signal.SIGHUP)
             await reloader.close()
             await rhetor_state.engine.aclose()
+            await rhetor_state.engine.resources.close()
 
     async def _sighup(state: State) -> None:
         try:
@@ -112,7 +131,7 @@ def create_app(engine: Engine, *, settings: ServerSettings | None = None, config
                           expose_headers=["x-request-id"])
     return Litestar(
         route_handlers=[*core.HANDLERS, *catalog.HANDLERS, *legacy.HANDLERS, *admin.HANDLERS,
-                        *openai_compat.HANDLERS, *ws.HANDLERS],
+                        *budget_api.HANDLERS, *openai_compat.HANDLERS, *ws.HANDLERS],
         state=State({"rhetor": rhetor_state, "metrics": metrics, "reloader": reloader,
                      "auth_enabled": bool(settings.api_keys)}),
         lifespan=[lifespan],

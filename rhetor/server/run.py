@@ -10,6 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from rhetor.engine.engine import load_engine
+from rhetor.engine.resources import Resources
 from rhetor.errors import ConfigError
 from rhetor.server.app import create_app
 from rhetor.server.observe import JsonFormatter
@@ -38,14 +39,15 @@ def serve(config_dir: Path, *, host: str, port: int) -> int:
     except ConfigError as exc:
         print(exc.message, file=sys.stderr)
         return 1
-    engine, diags = load_engine(config_dir)
+    resources = Resources.from_env()
+    engine, diags = load_engine(config_dir, resources=resources)
     if engine is None:
         for d in diags:
             print(d.render(), file=sys.stderr)
         print(f"rhetor: not serving: the configuration in {config_dir} has errors", file=sys.stderr)
         return 1
-    print(f"rhetor: config version {engine.version}, pipelines {', '.join(sorted(engine.pipelines))}; "
-          f"serving on http://{host}:{port}", file=sys.stderr, flush=True)
+    print(f"rhetor: config version {engine.version}, pipelines {', '.join(sorted(engine.pipelines))}, "
+          f"storage {resources.storage.describe()}; serving on http://{host}:{port}", file=sys.stderr, flush=True)
     _configure_logging()
     app = create_app(engine, settings=settings, config_dir=config_dir, env=dict(os.environ))
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,

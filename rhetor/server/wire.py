@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rhetor.engine.run import RunResult, StageTrace
 from rhetor.errors import RhetorError
 from rhetor.stages.base import Request
-from rhetor.types import Completion, Message, Messages, RequestOptions
+from rhetor.types import BudgetDecision, Completion, Message, Messages, RequestOptions
 
 __all__ = ["ChatIn", "MessageIn", "completion_body", "error_event", "final_event", "sse", "timestamp"]
 
@@ -99,9 +99,23 @@ def _completion_fields(c: Completion) -> dict[str, Any]:
     }
 
 
+def _budget(result: RunResult) -> BudgetDecision | None:
+    for sockets in result.outputs.values():
+        for value in sockets.values():
+            if isinstance(value, BudgetDecision):
+                return value
+    return None
+
+
 def completion_body(result: RunResult, context: str | None, request_id: str) -> dict[str, Any]:
     c = result.completion
     explanation = result.explanation
+    budget = _budget(result)
+    extra: dict[str, Any] = {}
+    if budget is not None:
+        extra["budget"] = budget.to_dict()
+        if budget.warnings:
+            extra["budget_warning"] = "; ".join(budget.warnings)
     return {
         "message": c.text,
         **_completion_fields(c),
@@ -112,6 +126,7 @@ def completion_body(result: RunResult, context: str | None, request_id: str) -> 
         "routing_explanation": explanation.to_dict() if explanation else None,
         "trace": trace_summary(result.trace),
         "request_id": request_id,
+        **extra,
     }
 
 

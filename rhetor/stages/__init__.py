@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from rhetor.stages.base import Stage
+from rhetor.stages.budget import BudgetStage
 from rhetor.stages.generate import GenerateStage
 from rhetor.stages.route import RouteStage
 
@@ -16,5 +17,5 @@ __all__ = ["REGISTRY", "Stage"]
 
 REGISTRY: Mapping[str, type[Stage]] = MappingProxyType({
     cls.type_name: cls
-    for cls in (RouteStage, GenerateStage)
+    for cls in (RouteStage, BudgetStage, GenerateStage)
 })

@@ -14,17 +14,18 @@ providers), then ``run`` is called once per request. Instances must not keep per
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from rhetor.engine.runtime import Runtime
-from rhetor.types import Message, Messages, RequestOptions
+from rhetor.types import Message, Messages, RequestOptions, Spend
 
 if TYPE_CHECKING:
     from rhetor.config.loader import LoadedConfig
+    from rhetor.engine.resources import Resources
     from rhetor.providers.base import Provider
 
 __all__ = [
@@ -76,6 +77,11 @@ class RunContext:
     emit: Callable[[str], None] | None = None
     """Set when the caller streams: a generating stage passes each token to it as it arrives."""
     notes: dict[str, Any] = field(default_factory=dict)
+    spends: list[Spend] = field(default_factory=list)
+    """Every provider call that cost (or may have cost) money in this run, recorded as it ends."""
+    finalizers: list[Callable[[RunContext], Awaitable[None]]] = field(default_factory=list)
+    """Run once when the run ends, however it ends (success, error, cancellation), shielded from
+    cancellation: e.g. settling a budget reservation from ``spends``."""
 
     @property
     def streaming(self) -> bool:
@@ -110,6 +116,8 @@ class BuildContext:
     pipeline: str
     runtime: Runtime = field(default_factory=Runtime.create)
     """Clock, circuit breakers and jitter, shared by every pipeline of one engine."""
+    resources: Resources | None = None
+    """Durable storage (budget ledger, contexts...), shared by engines; None when only validating."""
 
 
 class Stage(abc.ABC):

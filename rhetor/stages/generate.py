@@ -37,7 +37,8 @@ from rhetor.errors import (
 from rhetor.providers.base import Provider, ProviderRequest, StreamEnd
 from rhetor.stages._fallback import GenerateConfig, backoff_delay, chain_bounds
 from rhetor.stages.base import Bounds, BuildContext, RunContext, Stage, StageResult
-from rhetor.types import Attempt, Completion, Message, Messages, ModelChain, RequestOptions, Usage, cost_of
+from rhetor.tokens import estimate_tokens
+from rhetor.types import Attempt, Completion, Message, Messages, ModelChain, RequestOptions, Spend, Usage, cost_of
 
 __all__ = ["GenerateStage"]
 
@@ -57,6 +58,8 @@ class _Walk:
         self.clock = stage._runtime.clock
         self.started = self.clock.now()
         self.too_long_window: int | None = None
+        self.request: ProviderRequest | None = None
+        """The provider request in flight (for estimating what a cut-short call cost)."""
 
     def over_deadline(self, extra: float = 0.0) -> bool:
         deadline = self.stage.config.deadline_s
@@ -106,7 +109,8 @@ class GenerateStage(Stage):
             result = await provider.complete(request)
             return result.text, result.usage, result.finish_reason
         assert ctx.emit is not None
-        parts: list[str] = []
+        parts: list[str] = ctx.notes.setdefault("partial", [])
+        parts.clear()
         async for event in provider.stream(request):
             if isinstance(event, StreamEnd):
                 return "".join(parts), event.usage, event.finish_reason
@@ -135,7 +139,7 @@ class GenerateStage(Stage):
         if not circuits.allow(name):
             walk.skip(name, model.provider, "circuit-open", "the model's circuit is open after repeated failures")
             return None
-        request = self._request(name, messages, options)
+        request = walk.request = self._request(name, messages, options)
         waited = 0.0
         for retry in range(self.config.retries + 1):
             started = time.perf_counter()
@@ -152,15 +156,17 @@ class GenerateStage(Stage):
                 waited = delay
                 continue
             finally:
-                if not settled:  # cancelled (client gone) or a bug: free a half-open trial slot
+                if not settled:  # cancelled (client gone) or a bug: free a half-open trial slot, charge the call
                     circuits.release(name)
+                    walk.ctx.spends.append(self._cut_short(walk.ctx, name, request))
             circuits.success(name)
             walk.attempts.append(Attempt(name, model.provider, "ok", None, "", (time.perf_counter() - started) * 1000,
                                          retry=retry, waited_s=waited))
             assert model.price is not None  # `validate` refuses models without a price
+            cost = cost_of(usage, model.price)
+            walk.ctx.spends.append(Spend(name, model.provider, usage, cost))
             return Completion(text=text, model=name, model_id=model.id, provider=model.provider, usage=usage,
-                              cost_usd=cost_of(usage, model.price), finish_reason=finish,
-                              attempts=tuple(walk.attempts))
+                              cost_usd=cost, finish_reason=finish, attempts=tuple(walk.attempts))
         return None
 
     def _after_failure(self, walk: _Walk, name: str, exc: ProviderError, retry: int, waited: float,
@@ -178,7 +184,7 @@ class GenerateStage(Stage):
                                      retry=retry, waited_s=waited, circuit=circuit))
         committed = walk.ctx.notes.get("committed") == name
         if isinstance(exc, MidStreamError) or committed:
-            raise self._midstream(exc, name, walk.attempts) from exc
+            raise self._midstream(exc, name, walk.attempts, walk.ctx.spends, walk.request) from exc
         if isinstance(exc, ContextTooLongError):
             walk.too_long_window = max(walk.too_long_window or 0, model.context_window)
         if exc.retryable and retry < self.config.retries and circuit != "open":
@@ -201,7 +207,8 @@ class GenerateStage(Stage):
             raise exc
         return None
 
-    def _midstream(self, exc: ProviderError, name: str, attempts: list[Attempt]) -> MidStreamError:
+    def _midstream(self, exc: ProviderError, name: str, attempts: list[Attempt], spends: list[Spend],
+                   request: ProviderRequest | None = None) -> MidStreamError:
         if isinstance(exc, MidStreamError):
             mid = exc
         else:
@@ -209,10 +216,32 @@ class GenerateStage(Stage):
                                  model=exc.model, upstream_status=exc.upstream_status, body=exc.body)
         model = self._models[name]
         usage = mid.usage if isinstance(mid.usage, Usage) else Usage()
-        mid.details.update({"model": name, "usage": usage.to_dict(),
-                            "cost_usd": cost_of(usage, model.price) if model.price else 0.0,
+        estimated = False
+        if request is not None and (usage.input_tokens == 0 or (usage.output_tokens == 0 and mid.partial_text)):
+            # The provider had not reported usage yet: never price sent text at $0, estimate what we saw.
+            usage = Usage(input_tokens=usage.input_tokens or self._runtime.tokenizers.count(request.messages,
+                                                                                            model.tokenizer),
+                          output_tokens=usage.output_tokens or estimate_tokens(mid.partial_text),
+                          cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens)
+            estimated = True
+        cost = cost_of(usage, model.price) if model.price else 0.0
+        mid.details.update({"model": name, "usage": usage.to_dict(), "cost_usd": cost, "usage_estimated": estimated,
                             "attempts": [a.to_dict() for a in attempts]})
+        spends.append(Spend(name, model.provider, usage, cost, estimated=estimated))
         return mid
+
+    def _cut_short(self, ctx: RunContext, name: str, request: ProviderRequest) -> Spend:
+        """What a call the caller abandoned may have cost: the prompt plus the text seen so far when
+        streaming; the prompt plus the whole allowed answer when not (the provider may finish it)."""
+        model = self._models[name]
+        tokenizers = self._runtime.tokenizers
+        prompt = tokenizers.count(request.messages, model.tokenizer)
+        if ctx.streaming:
+            output = estimate_tokens("".join(ctx.notes.get("partial", [])))
+        else:
+            output = request.max_tokens
+        usage = Usage(input_tokens=prompt, output_tokens=output)
+        return Spend(name, model.provider, usage, cost_of(usage, model.price) if model.price else 0.0, estimated=True)
 
     async def _walk(self, ctx: RunContext, chain: ModelChain, messages: Messages,
                     options: RequestOptions) -> Completion:

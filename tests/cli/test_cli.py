@@ -77,7 +77,8 @@ def test_explain_calls_no_provider(capsys: pytest.CaptureFixture[str], snapshot)
 def test_explain_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["explain", "--config", str(REPO), "-m", "x", "--task-type", "chat", "--format", "json"]) == 0
     body = json.loads(capsys.readouterr().out)
-    route, generate = body["stages"]
+    route, budget, generate = body["stages"]
+    assert budget["decision"] == "would reserve $0 (policy warn)"
     assert route["decision"] == "chain [simulated]"
     assert route["why"] == ("task=chat from tasks.yaml; dropped claude-haiku (provider-unavailable), "
                             "gpt-3.5-turbo (provider-unavailable)")
