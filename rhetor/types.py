@@ -10,6 +10,9 @@ from typing import Any, Literal
 
 __all__ = [
     "Attempt",
+    "Conversation",
+    "Payloads",
+    "Turn",
     "BudgetDecision",
     "Spend",
     "Completion",
@@ -185,3 +188,44 @@ class BudgetDecision:
         if self.downgraded_from is not None:
             out["downgraded_from"] = list(self.downgraded_from)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One message of a conversation with its token count (counted once) and stored sequence number."""
+
+    role: Role
+    content: str
+    tokens: int
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A request's messages in the light of its stored context: leading system messages, the stored
+    summary of older turns, the stored history after it, and this request's new messages."""
+
+    context_id: str | None
+    system: tuple[Turn, ...]
+    history: tuple[Turn, ...]
+    new: tuple[Turn, ...]
+    summary: str | None = None
+    summary_upto: int = 0
+    summary_tokens: int = 0
+
+    def messages(self, history: tuple[Turn, ...] | None = None, summary: str | None = None) -> Messages:
+        kept = self.history if history is None else history
+        text = self.summary if summary is None else summary
+        out = [Message(t.role, t.content) for t in self.system]
+        if text:
+            out.append(Message("system", f"Summary of the earlier conversation: {text}"))
+        out += [Message(t.role, t.content) for t in (*kept, *self.new)]
+        return Messages(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Payloads:
+    """The messages to send to each model of the chain, each fitted to that model's context window."""
+
+    by_model: dict[str, Messages]
+    notes: dict[str, dict[str, Any]] = field(default_factory=dict)

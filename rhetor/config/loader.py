@@ -60,11 +60,13 @@ class LoadedConfig:
     """The environment the config was loaded with (secrets resolve from it); never printed."""
 
     def chains_for_pipeline(self, pipeline: str) -> list[list[str]]:
-        """Every model chain a request can be routed to in ``pipeline`` (tasks and component overrides)."""
+        """Every model chain a request can be routed to in ``pipeline``.
+
+        A request may name any pipeline explicitly, and routing then uses its task's chain: so every
+        task chain (with its complexity variants and component overrides) counts for every pipeline.
+        """
         chains: list[list[str]] = []
         for name, task in self.tasks.tasks.items():
-            if task.pipeline != pipeline:
-                continue
             chains.append(list(task.chain))
             chains.extend(list(c) for c in task.by_complexity.values())
             for comp in self.tasks.components.values():

@@ -22,6 +22,7 @@ from rhetor.engine.resources import Resources
 from rhetor.engine.run import RunResult, StageTrace, execute, explain
 from rhetor.engine.runtime import Clock, Runtime
 from rhetor.errors import ConfigError, RhetorError, UnknownPipelineError
+from rhetor.evaluation import Evaluation
 from rhetor.providers import Provider, build_provider
 from rhetor.stages import REGISTRY
 from rhetor.stages.base import BuildContext, Request, RunContext
@@ -132,6 +133,33 @@ class Engine:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def evaluate(self, prompt: str, response: str, criteria: list[str] | None = None,
+                       pipeline: str | None = None) -> Evaluation:
+        """Judge ``response`` with the evaluate stage of ``pipeline`` (default: any pipeline that has
+        one), else with the `chat` task's models as judges, else the heuristic judge."""
+        from rhetor.evaluation import DEFAULT_CRITERIA
+        from rhetor.stages.base import BuildContext
+        from rhetor.stages.evaluate import DEFAULT_RUBRIC, EvaluateStage, Judge
+
+        await self.resources.ensure_started()
+        names = [pipeline] if pipeline else sorted(self.pipelines)
+        judge: Judge | None = None
+        for name in names:
+            stage = next((s.stage for s in self.pipeline_for(RequestOptions(), name).stages.values()
+                          if isinstance(s.stage, EvaluateStage)), None)
+            if stage is not None:
+                judge, criteria = stage.judge, criteria or stage.config.criteria
+                break
+        if judge is None:
+            tasks = self.config.tasks
+            chat = tasks.tasks.get("chat") or tasks.tasks[tasks.default_task]
+            models = [m for m in chat.chain if self.config.providers.models[m].provider != "simulated"]
+            build = BuildContext(self.config, self.providers, names[0] if names else "default", self.runtime,
+                                 self.resources)
+            judge = Judge(models, DEFAULT_RUBRIC, build)
+        evaluation, _ = await judge.evaluate(prompt, response, criteria or list(DEFAULT_CRITERIA))
+        return evaluation
 
     def budget_decision(self, options: RequestOptions) -> dict[str, Any]:
         budgets = self.config.budgets

@@ -10,12 +10,17 @@ from types import MappingProxyType
 
 from rhetor.stages.base import Stage
 from rhetor.stages.budget import BudgetStage
+from rhetor.stages.context import ContextLoadStage, ContextSaveStage
+from rhetor.stages.evaluate import EvaluateStage
 from rhetor.stages.generate import GenerateStage
+from rhetor.stages.prune import PruneStage
 from rhetor.stages.route import RouteStage
+from rhetor.stages.system_prompt import SystemPromptStage
 
 __all__ = ["REGISTRY", "Stage"]
 
 REGISTRY: Mapping[str, type[Stage]] = MappingProxyType({
     cls.type_name: cls
-    for cls in (RouteStage, BudgetStage, GenerateStage)
+    for cls in (RouteStage, SystemPromptStage, ContextLoadStage, PruneStage, BudgetStage, GenerateStage,
+                EvaluateStage, ContextSaveStage)
 })

@@ -28,7 +28,7 @@ from pydantic import Field
 from rhetor.budget import BudgetLedger, Reservation, policy_for, scopes_for
 from rhetor.errors import BudgetExceededError, PipelineRunError
 from rhetor.stages.base import BuildContext, RunContext, Stage, StageConfig, StageResult
-from rhetor.types import BudgetDecision, Messages, ModelChain, RequestOptions, Usage, cost_of
+from rhetor.types import BudgetDecision, Messages, ModelChain, Payloads, RequestOptions, Usage, cost_of
 
 __all__ = ["BudgetStage"]
 
@@ -52,7 +52,8 @@ def _crossed(c: Any) -> str:
 class BudgetStage(Stage):
     type_name = "budget"
     Config = BudgetConfig
-    inputs = {"chain": ModelChain, "messages": Messages, "options": RequestOptions}
+    inputs = {"chain": ModelChain, "messages": Messages, "options": RequestOptions, "payloads": Payloads}
+    optional_inputs = frozenset({"payloads"})
     outputs = {"chain": ModelChain, "decision": BudgetDecision}
 
     def __init__(self, stage_id: str, config: BudgetConfig, build: BuildContext) -> None:
@@ -72,11 +73,14 @@ class BudgetStage(Stage):
             self._ledger = BudgetLedger.from_config(self._resources.storage.ledger, self._budgets)
         return self._ledger
 
-    def estimates(self, chain: ModelChain, messages: Messages, options: RequestOptions) -> dict[str, float]:
-        """Model → the most one answer from it may cost for this request."""
+    def estimates(self, chain: ModelChain, messages: Messages, options: RequestOptions,
+                  payloads: Payloads | None = None) -> dict[str, float]:
+        """Model → the most one answer from it may cost for this request (its own payload when pruned)."""
         out = {}
         for name in chain.models:
             model = self._models[name]
+            if payloads is not None and name in payloads.by_model:
+                messages = payloads.by_model[name]
             output = min(options.max_tokens or model.max_output_tokens, model.max_output_tokens)
             usage = Usage(input_tokens=self._tokenizers.count(messages, model.tokenizer), output_tokens=output)
             out[name] = cost_of(usage, model.price) if model.price else 0.0
@@ -122,7 +126,7 @@ class BudgetStage(Stage):
         chain: ModelChain = inputs["chain"]
         policy = policy_for(self._budgets, options.component)
         scopes = scopes_for(self._budgets, options.component)
-        estimates = self.estimates(chain, inputs["messages"], options)
+        estimates = self.estimates(chain, inputs["messages"], options, inputs.get("payloads"))
         task = options.task_type if options.task_type in self._tasks.tasks else self._tasks.default_task
         attrs = {"component": options.component, "task_type": task}
         reservation, kept = await self._reserve(policy, scopes, estimates, chain.models, attrs)

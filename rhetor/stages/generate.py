@@ -38,7 +38,18 @@ from rhetor.providers.base import Provider, ProviderRequest, StreamEnd
 from rhetor.stages._fallback import GenerateConfig, backoff_delay, chain_bounds
 from rhetor.stages.base import Bounds, BuildContext, RunContext, Stage, StageResult
 from rhetor.tokens import estimate_tokens
-from rhetor.types import Attempt, Completion, Message, Messages, ModelChain, RequestOptions, Spend, Usage, cost_of
+from rhetor.types import (
+    Attempt,
+    Completion,
+    Message,
+    Messages,
+    ModelChain,
+    Payloads,
+    RequestOptions,
+    Spend,
+    Usage,
+    cost_of,
+)
 
 __all__ = ["GenerateStage"]
 
@@ -60,6 +71,8 @@ class _Walk:
         self.too_long_window: int | None = None
         self.request: ProviderRequest | None = None
         """The provider request in flight (for estimating what a cut-short call cost)."""
+        self.payloads: Payloads | None = None
+        """Per-model messages fitted to each window (from a prune stage), when the pipeline has one."""
 
     def over_deadline(self, extra: float = 0.0) -> bool:
         deadline = self.stage.config.deadline_s
@@ -72,7 +85,8 @@ class _Walk:
 class GenerateStage(Stage):
     type_name = "generate"
     Config = GenerateConfig
-    inputs = {"messages": Messages, "chain": ModelChain, "options": RequestOptions}
+    inputs = {"messages": Messages, "chain": ModelChain, "options": RequestOptions, "payloads": Payloads}
+    optional_inputs = frozenset({"payloads"})
     outputs = {"completion": Completion}
 
     def __init__(self, stage_id: str, config: GenerateConfig, build: BuildContext) -> None:
@@ -139,6 +153,8 @@ class GenerateStage(Stage):
         if not circuits.allow(name):
             walk.skip(name, model.provider, "circuit-open", "the model's circuit is open after repeated failures")
             return None
+        if walk.payloads is not None and name in walk.payloads.by_model:
+            messages = walk.payloads.by_model[name]
         request = walk.request = self._request(name, messages, options)
         waited = 0.0
         for retry in range(self.config.retries + 1):
@@ -244,8 +260,9 @@ class GenerateStage(Stage):
         return Spend(name, model.provider, usage, cost_of(usage, model.price) if model.price else 0.0, estimated=True)
 
     async def _walk(self, ctx: RunContext, chain: ModelChain, messages: Messages,
-                    options: RequestOptions) -> Completion:
+                    options: RequestOptions, payloads: Payloads | None = None) -> Completion:
         walk = _Walk(self, ctx)
+        walk.payloads = payloads
         for name in chain.models:
             if walk.over_deadline():
                 walk.skip(name, self._models[name].provider, "deadline", "the chain's deadline passed")
@@ -275,7 +292,8 @@ class GenerateStage(Stage):
         deadline = self.config.deadline_s
         try:
             async with asyncio.timeout(deadline):
-                completion = await self._walk(ctx, inputs["chain"], inputs["messages"], inputs["options"])
+                completion = await self._walk(ctx, inputs["chain"], inputs["messages"], inputs["options"],
+                                              inputs.get("payloads"))
         except TimeoutError as exc:
             raise ProviderTimeoutError(f"the chain's deadline of {deadline}s passed") from exc
         failed = [a for a in completion.attempts if a.code != "ok"]

@@ -77,7 +77,10 @@ def test_explain_calls_no_provider(capsys: pytest.CaptureFixture[str], snapshot)
 def test_explain_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["explain", "--config", str(REPO), "-m", "x", "--task-type", "chat", "--format", "json"]) == 0
     body = json.loads(capsys.readouterr().out)
-    route, budget, generate = body["stages"]
+    stages = {s["id"]: s for s in body["stages"]}
+    route, budget, generate = stages["route"], stages["budget"], stages["generate"]
+    assert list(stages) == ["route", "system_prompt", "context", "prune", "budget", "generate", "save"]
+    assert stages["save"]["status"] == "not-run"  # it needs the answer: decided at run time
     assert budget["decision"] == "would reserve $0 (policy warn)"
     assert route["decision"] == "chain [simulated]"
     assert route["why"] == ("task=chat from tasks.yaml; dropped claude-haiku (provider-unavailable), "

@@ -24,7 +24,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_health_over_real_http(server: str) -> None:
     body = httpx.get(f"{server}/health").json()
     assert body["status"] == "ok"
-    assert body["pipelines"] == ["default"]
+    assert body["pipelines"] == ["default", "evaluated"]
     assert body["providers"]["anthropic"]["available"] is False
     assert "ANTHROPIC_API_KEY" in body["providers"]["anthropic"]["reason"]
 
