@@ -79,8 +79,9 @@ async def estimate(data: EstimateIn, state: State) -> dict[str, Any]:
     completion = min(data.max_tokens or first.max_output_tokens, first.max_output_tokens) if first else 0
     worst = max(estimates.values(), default=0.0)
     report = await _report(state, data.component)
-    remaining = [w["remaining_usd"] for scope in report["scopes"].values() for w in scope["windows"].values()
-                 if w.get("remaining_usd") is not None]
+    own = set(scopes_for(engine.config.budgets, data.component))  # only the limits this request counts against
+    remaining = [w["remaining_usd"] for name, scope in report["scopes"].items() if name in own
+                 for w in scope["windows"].values() if w.get("remaining_usd") is not None]
     return {"model": models[0] if models else None, "chain": list(models),
             "estimated_cost": estimates.get(models[0], 0.0) if models else 0.0, "worst_case_cost": worst,
             "estimates_usd": estimates, "prompt_tokens": prompt, "completion_tokens": completion,

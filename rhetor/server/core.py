@@ -17,6 +17,7 @@ from litestar.response import Stream
 
 import rhetor
 from rhetor.engine.engine import Engine
+from rhetor.engine.run import RunResult
 from rhetor.errors import RhetorError
 from rhetor.server.observe import request_id_of
 from rhetor.server.security import bind_component
@@ -24,7 +25,7 @@ from rhetor.server.state import server_state
 from rhetor.server.wire import ChatIn, MessageIn, completion_body, error_event, final_event, sse, timestamp
 from rhetor.stages.base import Request as EngineRequest
 
-__all__ = ["HANDLERS", "answer"]
+__all__ = ["HANDLERS", "answer", "primed_stream"]
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -67,16 +68,34 @@ def health(state: State) -> dict[str, Any]:
     }
 
 
-async def _events(engine: Engine, request: EngineRequest, pipeline: str | None) -> AsyncIterator[bytes]:
+async def _events(first: str | RunResult, rest: AsyncIterator[str | RunResult],
+                  request: EngineRequest) -> AsyncIterator[bytes]:
     context = request.options.context_id
     try:
-        async for item in engine.stream(request, pipeline):
+        item = first
+        while True:
             if isinstance(item, str):
                 yield sse({"chunk": item, "done": False, "context": context})
             else:
                 yield final_event(item, context, request.request_id)
+                return
+            item = await anext(rest)
     except RhetorError as exc:
         yield error_event(exc, context, request.request_id)
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
+
+
+async def primed_stream(engine: Engine, request: EngineRequest, pipeline: str | None
+                        ) -> tuple[str | RunResult, AsyncIterator[str | RunResult]]:
+    """Start a streamed run and wait for its first item, so that a request refused before any output
+    (budget exceeded, no model available, bad request) is a plain HTTP error, not a 200 stream."""
+    stream = engine.stream(request, pipeline)
+    try:
+        return await anext(stream), stream
+    except BaseException:
+        await stream.aclose()  # type: ignore[attr-defined]
+        raise
 
 
 async def answer(state: State, http: Request[Any, Any, Any], body: MessageIn | ChatIn,
@@ -87,8 +106,8 @@ async def answer(state: State, http: Request[Any, Any, Any], body: MessageIn | C
     request_id = request_id_of(http.scope)
     request = bind_component(http.scope, body.to_request(request_id, stream=stream, active=rhetor_state.active))
     if stream:
-        engine.pipeline_for(request.options, body.pipeline)  # an unknown pipeline is a 404, not a broken stream
-        return Stream(_events(engine, request, body.pipeline), media_type="text/event-stream", headers=_SSE_HEADERS)
+        first, rest = await primed_stream(engine, request, body.pipeline)
+        return Stream(_events(first, rest, request), media_type="text/event-stream", headers=_SSE_HEADERS)
     result = await engine.run(request, body.pipeline)
     return Response(completion_body(result, body.context_id, request_id))
 

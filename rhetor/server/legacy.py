@@ -17,6 +17,7 @@ from litestar.response import Stream
 from pydantic import Field
 
 from rhetor.errors import RhetorError
+from rhetor.server.core import primed_stream
 from rhetor.server.observe import request_id_of
 from rhetor.server.security import bind_component
 from rhetor.server.state import server_state
@@ -44,16 +45,21 @@ def _request(body: CompletionIn | LegacyChatIn, request_id: str, active: dict[st
     return EngineRequest(Messages(Message(m.role, m.content) for m in body.messages), options, request_id)
 
 
-async def _events(state: State, request: EngineRequest, pipeline: str | None) -> AsyncIterator[bytes]:
+async def _events(first: Any, rest: AsyncIterator[Any], request: EngineRequest) -> AsyncIterator[bytes]:
     try:
-        async for item in server_state(state).engine.stream(request, pipeline):
+        item = first
+        while True:
             if isinstance(item, str):
                 yield sse({"text": item, "chunk": item, "done": False})
             else:
                 body = completion_body(item, request.options.context_id, request.request_id)
                 yield sse({**body, "text": body["message"], "chunk": "", "done": True})
+                return
+            item = await anext(rest)
     except RhetorError as exc:
         yield sse({"done": True, "finished": False, **exc.to_dict(), "timestamp": timestamp()})
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
 
 
 async def _handle(state: State, http: Request[Any, Any, Any], body: CompletionIn | LegacyChatIn,
@@ -61,8 +67,8 @@ async def _handle(state: State, http: Request[Any, Any, Any], body: CompletionIn
     rhetor = server_state(state)
     request = bind_component(http.scope, _request(body, request_id_of(http.scope), rhetor.active))
     if body.stream:
-        rhetor.engine.pipeline_for(request.options, body.pipeline)
-        return Stream(_events(state, request, body.pipeline), media_type="text/event-stream",
+        first, rest = await primed_stream(rhetor.engine, request, body.pipeline)
+        return Stream(_events(first, rest, request), media_type="text/event-stream",
                       headers={"Cache-Control": "no-cache"})
     result = await rhetor.engine.run(request, body.pipeline)
     out = completion_body(result, body.context_id, request.request_id)
