@@ -25,7 +25,7 @@ import rhetor
 from rhetor.budget import BudgetLedger
 from rhetor.engine.engine import Engine
 from rhetor.errors import RhetorError, error_type
-from rhetor.server import admin, budget_api, catalog, core, legacy, openai_compat, ws
+from rhetor.server import admin, budget_api, catalog, content_api, core, legacy, openai_compat, ws
 from rhetor.server.admin import Reloader
 from rhetor.server.hermes import register_forever
 from rhetor.server.observe import Metrics, ObserveMiddleware, RunRecorder
@@ -131,7 +131,7 @@ def create_app(engine: Engine, *, settings: ServerSettings | None = None, config
                           expose_headers=["x-request-id"])
     return Litestar(
         route_handlers=[*core.HANDLERS, *catalog.HANDLERS, *legacy.HANDLERS, *admin.HANDLERS,
-                        *budget_api.HANDLERS, *openai_compat.HANDLERS, *ws.HANDLERS],
+                        *budget_api.HANDLERS, *content_api.HANDLERS, *openai_compat.HANDLERS, *ws.HANDLERS],
         state=State({"rhetor": rhetor_state, "metrics": metrics, "reloader": reloader,
                      "auth_enabled": bool(settings.api_keys)}),
         lifespan=[lifespan],

@@ -1,8 +1,8 @@
 """``system_prompt``: put the component's system prompt in front of the request.
 
 Precedence: the request's own ``system_prompt`` (or a system message it already has); else the
-component's default prompt stored through ``POST /prompts`` (``is_default``); else this stage's
-``default``; else nothing.
+component's default prompt stored through ``POST /prompts`` (``is_default``) — the component named by
+the request, else the prefix of its ``context_id`` (``ergon:s1`` → ergon); else this stage's ``default``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rhetor.stages.base import BuildContext, RunContext, Stage, StageConfig, StageResult
+from rhetor.storage.content_records import component_of
 from rhetor.types import Message, Messages, RequestOptions
 
 __all__ = ["SystemPromptStage"]
@@ -56,11 +57,12 @@ class SystemPromptStage(Stage):
         own = self._own(messages, options)
         if own is not None:
             return own
-        if options.component and self._resources is not None:
-            stored = await self._resources.storage.prompts.default_for(options.component)
+        component = options.component or (component_of(options.context_id) if options.context_id else None)
+        if component and self._resources is not None:
+            stored = await self._resources.storage.prompts.default_for(component)
             if stored is not None:
                 return StageResult({"messages": self._with(stored.content, messages)},
-                                   decision=f"prompt {stored.name!r}", why=f"default of component {options.component}")
+                                   decision=f"prompt {stored.name!r}", why=f"default of component {component}")
         if self.config.default:
             return StageResult({"messages": self._with(self.config.default, messages)}, decision="pipeline default",
                                why="no stored default for this component")

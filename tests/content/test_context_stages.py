@@ -8,8 +8,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from rhetor.engine.engine import Engine, build_engine
 from rhetor.stages.base import Request
 from rhetor.storage import PromptRecord, StoredMessageIn
