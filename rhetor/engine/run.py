@@ -139,11 +139,15 @@ async def _execute(pipeline: CompiledPipeline, ctx: RunContext) -> RunResult:
                 async with asyncio.TaskGroup() as group:
                     for sid in level:
                         group.create_task(_run_one(pipeline.stages[sid], ctx, values, trace, t0))
-    except* RhetorError as group_error:
-        first = group_error.exceptions[0]
+    except RhetorError as exc:
+        _attach_trace(exc, pipeline, trace)
+        raise
+    except BaseExceptionGroup as group:  # from a level of concurrent stages: raise the first real error
+        first: BaseException = group
         while isinstance(first, BaseExceptionGroup):
             first = first.exceptions[0]
-        _attach_trace(first, pipeline, trace)
+        if isinstance(first, RhetorError):
+            _attach_trace(first, pipeline, trace)
         raise first from None
     node, socket = pipeline.output
     order = {sid: i for i, sid in enumerate(pipeline.stages)}

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from rhetor.server.observe import Metrics, ObserveMiddleware, RunRecorder
 from rhetor.server.security import AuthMiddleware
 from rhetor.server.settings import ServerSettings
 from rhetor.server.state import ServerState
+from rhetor.stages.context import ContextLoadStage
 
 __all__ = ["create_app"]
 
@@ -62,14 +64,39 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return Response(body, status_code=exc.status_code, media_type=MediaType.JSON, headers=exc.headers)
 
 
+async def _expire_contexts(engine: Engine) -> int:
+    """Delete contexts idle past their TTL (context_load stages' ``ttl_s``/``ttl_by_component``).
+
+    Per component with its own TTL; for all others the longest TTL declared, so a sweep never
+    removes a context early (loading one applies its exact TTL).
+    """
+    now = datetime.now(UTC)
+    removed = 0
+    for pipeline in engine.pipelines.values():
+        for compiled in pipeline.stages.values():
+            if not isinstance(compiled.stage, ContextLoadStage):
+                continue
+            config = compiled.stage.config
+            contexts = engine.resources.storage.contexts
+            for component, ttl in config.ttl_by_component.items():
+                removed += await contexts.expire(before=now - timedelta(seconds=ttl), component=component)
+            if config.ttl_s is not None:
+                longest = max([config.ttl_s, *config.ttl_by_component.values()])
+                removed += await contexts.expire(before=now - timedelta(seconds=longest))
+    return removed
+
+
 async def _reconcile_forever(state: ServerState, every_s: float = 60.0) -> None:
-    """Expire reservations left by crashed processes: at start, then every minute."""
+    """Expire reservations left by crashed processes and contexts past their TTL: at start, then every minute."""
     while True:
         engine = state.engine
         ledger = BudgetLedger.from_config(engine.resources.storage.ledger, engine.config.budgets)
         expired = await ledger.reconcile()
         if expired:
             log.warning("expired reservations reconciled", extra={"fields": {"count": len(expired)}})
+        removed = await _expire_contexts(engine)
+        if removed:
+            log.info("expired contexts removed", extra={"fields": {"count": removed}})
         await asyncio.sleep(every_s)
 
 

@@ -172,3 +172,16 @@ async def test_evaluation_above_min_score_keeps_the_answer(tmp_path: Path) -> No
     assert stage(result, "evaluate")["decision"].startswith("score")
     assert [m for m, _ in provider.calls] == ["small"]
     await engine.aclose()
+
+
+async def test_the_server_sweep_removes_contexts_past_their_ttl(tmp_path: Path) -> None:
+    from rhetor.server.app import _expire_contexts
+
+    engine, _ = make(tmp_path, context="{ttl_s: 100, ttl_by_component: {ergon: 0.2}}")
+    await ask(engine, "ergon's")
+    await engine.run(Request.from_text("apollo's", RequestOptions(context_id="apollo:s1", component="apollo")))
+    await asyncio.sleep(0.3)
+    assert await _expire_contexts(engine) == 1  # ergon's 0.2 s passed; apollo's 100 s did not
+    assert await engine.resources.storage.contexts.load("ergon:s1") is None
+    assert await engine.resources.storage.contexts.load("apollo:s1") is not None
+    await engine.aclose()
