@@ -60,3 +60,19 @@ def test_declared_but_unused_variables_are_refused() -> None:
     with pytest.raises(RequestError) as info:
         TemplateDef.create("t", "{a}", required=["a", "b"])
     assert info.value.details["unused"] == ["b"]
+
+
+def test_template_errors_as_callers_see_them(snapshot) -> None:
+    """The JSON error bodies of the three ways a template goes wrong, pinned."""
+    bodies = {}
+    t = TemplateDef.create("bug_report_analysis", BUG, required=["bug_description", "reproduction_steps"],
+                           optional={"environment": "Not specified"})
+    for name, action in {
+        "missing_variables": lambda: render(t, {"bug_description": "crash"}),
+        "code_in_template": lambda: TemplateDef.create("t", "{x.__class__}"),
+        "unused_declared": lambda: TemplateDef.create("t", "{a}", required=["a", "b"]),
+    }.items():
+        with pytest.raises(RequestError) as info:
+            action()
+        bodies[name] = {"status": info.value.status, **info.value.to_dict()}
+    assert bodies == snapshot
