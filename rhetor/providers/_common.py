@@ -14,13 +14,14 @@ import asyncio
 import email.utils
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from rhetor import errors
 from rhetor.config.models import TimeoutsSpec
+from rhetor.providers.base import StreamDelta, StreamEnd
 from rhetor.types import Usage
 
 __all__ = [
@@ -229,3 +230,36 @@ class Boundary:
         if isinstance(exc, (MalformedChunk, json.JSONDecodeError)):
             return self.error(errors.ProviderConnectionError, f"malformed response from upstream: {exc}")
         return None
+
+
+_END = object()
+
+
+async def relay(events: Any, consume: Callable[[Any, StreamState], str], state: StreamState, deadlines: Deadlines,
+                map_errors: Callable[[Boundary], Any], boundary: Boundary, *, until_done: bool,
+                missing_end: str) -> AsyncIterator[StreamDelta | StreamEnd]:
+    """Relay an SDK stream as Rhetor deltas under the first-token and total deadlines.
+
+    ``consume`` records an event's usage/finish in ``state`` and returns its text. With ``until_done`` the
+    vendor marks the end in an event (``state.done``; the rest of the body is drained so the connection
+    returns to the pool), else the stream ends when exhausted and must have reported a finish reason.
+    Ending early either way is a ``MalformedChunk`` (a ``MidStreamError`` once text was sent).
+    """
+    while not (until_done and state.done):
+        with map_errors(boundary):
+            async with asyncio.timeout_at(deadlines.next(state.started)):
+                try:
+                    event = await events.__anext__()
+                except StopAsyncIteration:
+                    event = _END
+            if event is _END:
+                if until_done or state.finish_reason is None:
+                    raise MalformedChunk(missing_end)
+                break
+            text = consume(event, state)
+        if text:
+            state.parts.append(text)
+            yield StreamDelta(text)
+    if until_done:
+        await drain(events, deadlines.total)
+    yield StreamEnd(usage=state.usage(), finish_reason=state.finish_reason)

@@ -162,19 +162,9 @@ class AnthropicProvider(Provider):
             with _map_errors(b):
                 async with asyncio.timeout_at(deadlines.next(state.started)):
                     sdk_stream = await client.messages.create(**self._params(request), stream=True)
-            while not state.done:
-                with _map_errors(b):
-                    async with asyncio.timeout_at(deadlines.next(state.started)):
-                        try:
-                            event = await sdk_stream.__anext__()
-                        except StopAsyncIteration:
-                            raise _common.MalformedChunk("the stream ended before message_stop") from None
-                    text = self._consume(event, state)
-                if text:
-                    state.parts.append(text)
-                    yield StreamDelta(text)
-            await _common.drain(sdk_stream, deadlines.total)
-            yield StreamEnd(usage=state.usage(), finish_reason=state.finish_reason)
+            async for event in _common.relay(sdk_stream, self._consume, state, deadlines, _map_errors, b,
+                                             until_done=True, missing_end="the stream ended before message_stop"):
+                yield event
         finally:
             if sdk_stream is not None:
                 await sdk_stream.close()

@@ -121,19 +121,9 @@ class OllamaProvider(Provider):
         try:
             with _map_errors(b):
                 parts = await client.chat(**self._args(request), stream=True)  # sends on first read
-            while not state.done:
-                with _map_errors(b):
-                    async with asyncio.timeout_at(deadlines.next(state.started)):
-                        try:
-                            part = await parts.__anext__()
-                        except StopAsyncIteration:
-                            raise _common.MalformedChunk("the stream ended before its done line") from None
-                    text = self._consume(part, state)
-                if text:
-                    state.parts.append(text)
-                    yield StreamDelta(text)
-            await _common.drain(parts, deadlines.total)
-            yield StreamEnd(usage=state.usage(), finish_reason=state.finish_reason)
+            async for event in _common.relay(parts, self._consume, state, deadlines, _map_errors, b,
+                                             until_done=True, missing_end="the stream ended before its done line"):
+                yield event
         finally:
             if parts is not None:
                 await parts.aclose()

@@ -159,22 +159,9 @@ class OpenAIProvider(Provider):
                 async with asyncio.timeout_at(deadlines.next(state.started)):
                     sdk_stream = await client.chat.completions.create(
                         **self._params(request), stream=True, stream_options={"include_usage": True})
-            while True:
-                with _map_errors(b):
-                    async with asyncio.timeout_at(deadlines.next(state.started)):
-                        try:
-                            chunk = await sdk_stream.__anext__()
-                        except StopAsyncIteration:
-                            chunk = None
-                    if chunk is None:
-                        if state.finish_reason is None:
-                            raise _common.MalformedChunk("the stream ended before its finish_reason")
-                        break
-                    text = self._consume(chunk, state)
-                if text:
-                    state.parts.append(text)
-                    yield StreamDelta(text)
-            yield StreamEnd(usage=state.usage(), finish_reason=state.finish_reason)
+            async for event in _common.relay(sdk_stream, self._consume, state, deadlines, _map_errors, b,
+                                             until_done=False, missing_end="the stream ended before its finish_reason"):
+                yield event
         finally:
             if sdk_stream is not None:
                 await sdk_stream.close()
