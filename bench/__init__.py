@@ -1,0 +1,1 @@
+"""Rhetor's benchmark: fake upstream, load generators, runner and report (see bench/README.md)."""
