@@ -13,10 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
-
-import anthropic
-import httpx2
+from typing import TYPE_CHECKING, Any
 
 from rhetor import errors
 from rhetor.config.models import ProviderSpec
@@ -32,6 +29,22 @@ from rhetor.providers.base import (
     resolve_key,
 )
 from rhetor.types import Usage
+
+if TYPE_CHECKING:
+    import anthropic
+
+
+def _sdk() -> Any:
+    """The SDK, imported on first use: a provider with no key never loads it (tens of MB of memory)."""
+    import anthropic
+
+    return anthropic
+
+
+def _httpx2() -> Any:
+    import httpx2
+
+    return httpx2
 
 __all__ = ["AnthropicProvider"]
 
@@ -63,7 +76,7 @@ def _map_errors(boundary: Boundary) -> Iterator[None]:
 
 
 def _classify(exc: Exception, b: Boundary) -> errors.ProviderError | None:
-    if isinstance(exc, anthropic.APIStatusError):
+    if isinstance(exc, _sdk().APIStatusError):
         body = exc.body
         err = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
         kind, message = str(err.get("type") or ""), str(err.get("message") or exc.message)
@@ -76,9 +89,9 @@ def _classify(exc: Exception, b: Boundary) -> errors.ProviderError | None:
         if cls is errors.BadRequestError and too_long:
             cls = errors.ContextTooLongError
         return b.error(cls, f"stream error {kind or 'unknown'}: {message}", body=body)
-    if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+    if isinstance(exc, _sdk().APITimeoutError | _httpx2().TimeoutException):
         return b.error(errors.ProviderTimeoutError, "the request timed out")
-    if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
+    if isinstance(exc, _sdk().APIConnectionError | _httpx2().TransportError):
         return b.error(errors.ProviderConnectionError, f"connection failed ({type(exc.__cause__ or exc).__name__})")
     return None
 
@@ -106,9 +119,9 @@ class AnthropicProvider(Provider):
             self._unavailable = self._unavailable or (
                 f"no API key: set {var}" if var else "no API key: configure api_key: env:ANTHROPIC_API_KEY")
         if self._unavailable is None:
-            self._client = anthropic.AsyncAnthropic(
+            self._client = _sdk().AsyncAnthropic(
                 api_key=key, base_url=spec.base_url, max_retries=spec.max_retries,
-                timeout=_common.sdk_timeout(spec.timeouts, httpx2.Timeout),
+                timeout=_common.sdk_timeout(spec.timeouts, _httpx2().Timeout),
             )
 
     def configured(self) -> Availability:

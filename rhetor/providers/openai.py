@@ -12,10 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
-
-import httpx2
-import openai
+from typing import TYPE_CHECKING, Any
 
 from rhetor import errors
 from rhetor.config.models import ProviderSpec
@@ -31,6 +28,22 @@ from rhetor.providers.base import (
     resolve_key,
 )
 from rhetor.types import Usage
+
+if TYPE_CHECKING:
+    import openai
+
+
+def _sdk() -> Any:
+    """The SDK, imported on first use: a provider with no key never loads it (tens of MB of memory)."""
+    import openai
+
+    return openai
+
+
+def _httpx2() -> Any:
+    import httpx2
+
+    return httpx2
 
 __all__ = ["OpenAIProvider"]
 
@@ -50,17 +63,17 @@ def _map_errors(boundary: Boundary) -> Iterator[None]:
 
 
 def _classify(exc: Exception, b: Boundary) -> errors.ProviderError | None:
-    if isinstance(exc, openai.APIStatusError):
+    if isinstance(exc, _sdk().APIStatusError):
         body = _common.parse_body(_response_text(exc.response), exc.body)
         err = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
         message = str(err.get("message") or exc.message)
         too_long = err.get("code") == "context_length_exceeded" or _common.looks_too_long(message)
         return b.status_error(exc.status_code, message, body=body, headers=exc.response.headers, too_long=too_long)
-    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+    if isinstance(exc, _sdk().APITimeoutError | _httpx2().TimeoutException):
         return b.error(errors.ProviderTimeoutError, "the request timed out")
-    if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
+    if isinstance(exc, _sdk().APIConnectionError | _httpx2().TransportError):
         return b.error(errors.ProviderConnectionError, f"connection failed ({type(exc.__cause__ or exc).__name__})")
-    if isinstance(exc, openai.APIError):  # an error object sent inside a 200 stream
+    if isinstance(exc, _sdk().APIError):  # an error object sent inside a 200 stream
         body = exc.body if isinstance(exc.body, dict) else {}
         kind = f"{body.get('type') or ''} {body.get('code') or ''}"
         if "rate_limit" in kind:
@@ -103,9 +116,9 @@ class OpenAIProvider(Provider):
         elif key is None and spec.base_url is None:
             self._unavailable = self._unavailable or "no API key: configure api_key: env:OPENAI_API_KEY"
         if self._unavailable is None:
-            self._client = openai.AsyncOpenAI(
+            self._client = _sdk().AsyncOpenAI(
                 api_key=key or _NO_KEY_NEEDED, base_url=spec.base_url, max_retries=spec.max_retries,
-                timeout=_common.sdk_timeout(spec.timeouts, httpx2.Timeout),
+                timeout=_common.sdk_timeout(spec.timeouts, _httpx2().Timeout),
             )
 
     def configured(self) -> Availability:

@@ -26,6 +26,8 @@ def _configure_logging() -> None:
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("RHETOR_LOG_LEVEL", "INFO").upper())
     root.propagate = False
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):  # one INFO line per upstream call otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def serve(config_dir: Path, *, host: str, port: int) -> int:
