@@ -14,14 +14,15 @@ import asyncio
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from rhetor import errors
 from rhetor.config.models import TimeoutsSpec
-from rhetor.providers.base import StreamDelta, StreamEnd
+from rhetor.providers.base import Availability, StreamDelta, StreamEnd
 from rhetor.types import Usage
 
 __all__ = [
@@ -263,3 +264,46 @@ async def relay(events: Any, consume: Callable[[Any, StreamState], str], state: 
     if until_done:
         await drain(events, deadlines.total)
     yield StreamEnd(usage=state.usage(), finish_reason=state.finish_reason)
+
+
+def error_mapper(classify: Callable[[Exception, Boundary], errors.ProviderError | None]) -> Callable[[Boundary], Any]:
+    """A context manager turning SDK, httpx and deadline errors into Rhetor's ``ProviderError`` classes
+    (``MidStreamError`` once text was sent); ``classify`` knows one vendor's SDK exceptions."""
+
+    @contextmanager
+    def map_errors(boundary: Boundary) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - every error is mapped or re-raised untouched
+            mapped = boundary.translate(exc) or classify(exc, boundary)
+            if mapped is None:
+                raise
+            raise boundary.surface(mapped) from None
+
+    return map_errors
+
+
+class SDKClient:
+    """The lifecycle every SDK provider shares: a client built once (None when the provider cannot be
+    used, with the reason in ``_unavailable``), closed on ``aclose``."""
+
+    _client: Any = None
+    _unavailable: str | None = None
+
+    def _where(self) -> str:
+        """Where requests go, for ``/providers``."""
+        return str(self._client.base_url)
+
+    def configured(self) -> Availability:
+        if self._client is None:
+            return Availability(False, self._unavailable or "not configured")
+        return Availability(True, self._where())
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    def _ready(self, boundary: Boundary) -> Any:
+        if self._client is None:
+            raise boundary.error(errors.ProviderUnavailableError, self._unavailable or "not configured")
+        return self._client

@@ -11,8 +11,7 @@ then each ``message_delta`` (whose counts are cumulative). An ``event: error`` i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from rhetor import errors
@@ -20,7 +19,6 @@ from rhetor.config.models import ProviderSpec
 from rhetor.providers import _common
 from rhetor.providers._common import Boundary, Deadlines, StreamState
 from rhetor.providers.base import (
-    Availability,
     Provider,
     ProviderRequest,
     ProviderResult,
@@ -63,18 +61,6 @@ _BY_TYPE: dict[str, type[errors.ProviderError]] = {
 }
 
 
-@contextmanager
-def _map_errors(boundary: Boundary) -> Iterator[None]:
-    """Turn SDK, httpx and deadline errors into Rhetor's ``ProviderError`` classes (and ``MidStreamError``)."""
-    try:
-        yield
-    except Exception as exc:  # noqa: BLE001 - every error is mapped or re-raised untouched
-        mapped = boundary.translate(exc) or _classify(exc, boundary)
-        if mapped is None:
-            raise
-        raise boundary.surface(mapped) from None
-
-
 def _classify(exc: Exception, b: Boundary) -> errors.ProviderError | None:
     if isinstance(exc, _sdk().APIStatusError):
         body = exc.body
@@ -105,7 +91,10 @@ def _usage(usage: Any) -> Usage:
                  cache_write_tokens=getattr(usage, "cache_creation_input_tokens", 0) or 0)
 
 
-class AnthropicProvider(Provider):
+_map_errors = _common.error_mapper(_classify)
+
+
+class AnthropicProvider(_common.SDKClient, Provider):
     kind = "anthropic"
 
     def __init__(self, name: str, spec: ProviderSpec, env: Mapping[str, str]) -> None:
@@ -124,14 +113,8 @@ class AnthropicProvider(Provider):
                 timeout=_common.sdk_timeout(spec.timeouts, _httpx2().Timeout),
             )
 
-    def configured(self) -> Availability:
-        if self._client is None:
-            return Availability(False, self._unavailable or "not configured")
-        return Availability(True, f"Anthropic API at {self._client.base_url}")
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
+    def _where(self) -> str:
+        return f"Anthropic API at {self._client.base_url}"
 
     def _params(self, request: ProviderRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -144,11 +127,6 @@ class AnthropicProvider(Provider):
         if request.stop:
             params["stop_sequences"] = list(request.stop)
         return params
-
-    def _ready(self, boundary: Boundary) -> anthropic.AsyncAnthropic:
-        if self._client is None:
-            raise boundary.error(errors.ProviderUnavailableError, self._unavailable or "not configured")
-        return self._client
 
     async def complete(self, request: ProviderRequest) -> ProviderResult:
         deadlines = Deadlines(self.spec.timeouts)

@@ -11,8 +11,7 @@ The SDK drops an HTTP error's headers, so a 429 from Ollama carries no ``retry_a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
@@ -22,24 +21,12 @@ from rhetor import errors
 from rhetor.config.models import ProviderSpec
 from rhetor.providers import _common
 from rhetor.providers._common import Boundary, Deadlines, StreamState
-from rhetor.providers.base import Availability, Provider, ProviderRequest, ProviderResult, StreamDelta, StreamEnd
+from rhetor.providers.base import Provider, ProviderRequest, ProviderResult, StreamDelta, StreamEnd
 from rhetor.types import Usage
 
 __all__ = ["OllamaProvider"]
 
 _DEFAULT_URL = "http://127.0.0.1:11434"
-
-
-@contextmanager
-def _map_errors(boundary: Boundary) -> Iterator[None]:
-    """Turn SDK, httpx and deadline errors into Rhetor's ``ProviderError`` classes (and ``MidStreamError``)."""
-    try:
-        yield
-    except Exception as exc:  # noqa: BLE001 - every error is mapped or re-raised untouched
-        mapped = boundary.translate(exc) or _classify(exc, boundary)
-        if mapped is None:
-            raise
-        raise boundary.surface(mapped) from None
 
 
 def _classify(exc: Exception, b: Boundary) -> errors.ProviderError | None:
@@ -65,7 +52,10 @@ def _usage(response: Any) -> Usage:
                  output_tokens=getattr(response, "eval_count", None) or 0)
 
 
-class OllamaProvider(Provider):
+_map_errors = _common.error_mapper(_classify)
+
+
+class OllamaProvider(_common.SDKClient, Provider):
     kind = "ollama"
 
     def __init__(self, name: str, spec: ProviderSpec, env: Mapping[str, str]) -> None:
@@ -77,14 +67,8 @@ class OllamaProvider(Provider):
                                               timeout=_common.sdk_timeout(spec.timeouts, httpx.Timeout),
                                               transport=httpx.AsyncHTTPTransport(retries=spec.max_retries))
 
-    def configured(self) -> Availability:
-        if self._client is None:
-            return Availability(False, self._unavailable or "not configured")
-        return Availability(True, f"Ollama at {self.spec.base_url or _DEFAULT_URL}")
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
+    def _where(self) -> str:
+        return f"Ollama at {self.spec.base_url or _DEFAULT_URL}"
 
     def _args(self, request: ProviderRequest) -> dict[str, Any]:
         options: dict[str, Any] = {"num_predict": request.max_tokens}
@@ -93,11 +77,6 @@ class OllamaProvider(Provider):
         if request.stop:
             options["stop"] = list(request.stop)
         return {"model": request.model_id, "messages": [m.to_dict() for m in request.messages], "options": options}
-
-    def _ready(self, boundary: Boundary) -> ollama.AsyncClient:
-        if self._client is None:
-            raise boundary.error(errors.ProviderUnavailableError, self._unavailable or "not configured")
-        return self._client
 
     async def complete(self, request: ProviderRequest) -> ProviderResult:
         deadlines = Deadlines(self.spec.timeouts)

@@ -10,8 +10,7 @@ out of the input tokens.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from rhetor import errors
@@ -19,7 +18,6 @@ from rhetor.config.models import ProviderSpec
 from rhetor.providers import _common
 from rhetor.providers._common import Boundary, Deadlines, StreamState
 from rhetor.providers.base import (
-    Availability,
     Provider,
     ProviderRequest,
     ProviderResult,
@@ -48,18 +46,6 @@ def _httpx2() -> Any:
 __all__ = ["OpenAIProvider"]
 
 _NO_KEY_NEEDED = "not-needed"  # sent to servers that take no key (the SDK insists on one)
-
-
-@contextmanager
-def _map_errors(boundary: Boundary) -> Iterator[None]:
-    """Turn SDK, httpx and deadline errors into Rhetor's ``ProviderError`` classes (and ``MidStreamError``)."""
-    try:
-        yield
-    except Exception as exc:  # noqa: BLE001 - every error is mapped or re-raised untouched
-        mapped = boundary.translate(exc) or _classify(exc, boundary)
-        if mapped is None:
-            raise
-        raise boundary.surface(mapped) from None
 
 
 def _classify(exc: Exception, b: Boundary) -> errors.ProviderError | None:
@@ -102,7 +88,10 @@ def _usage(usage: Any) -> Usage:
                  cache_read_tokens=cached)
 
 
-class OpenAIProvider(Provider):
+_map_errors = _common.error_mapper(_classify)
+
+
+class OpenAIProvider(_common.SDKClient, Provider):
     kind = "openai"
 
     def __init__(self, name: str, spec: ProviderSpec, env: Mapping[str, str]) -> None:
@@ -121,14 +110,8 @@ class OpenAIProvider(Provider):
                 timeout=_common.sdk_timeout(spec.timeouts, _httpx2().Timeout),
             )
 
-    def configured(self) -> Availability:
-        if self._client is None:
-            return Availability(False, self._unavailable or "not configured")
-        return Availability(True, f"OpenAI-compatible API at {self._client.base_url}")
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
+    def _where(self) -> str:
+        return f"OpenAI-compatible API at {self._client.base_url}"
 
     def _params(self, request: ProviderRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -141,11 +124,6 @@ class OpenAIProvider(Provider):
         if request.stop:
             params["stop"] = list(request.stop)
         return params
-
-    def _ready(self, boundary: Boundary) -> openai.AsyncOpenAI:
-        if self._client is None:
-            raise boundary.error(errors.ProviderUnavailableError, self._unavailable or "not configured")
-        return self._client
 
     async def complete(self, request: ProviderRequest) -> ProviderResult:
         b = Boundary(self.name, request.model_id, self._secrets, Deadlines(self.spec.timeouts))
