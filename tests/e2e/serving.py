@@ -44,7 +44,9 @@ def serve(config: Path, log_path: Path, extra_env: dict[str, str] | None = None,
           wait_s: float = 30, health_headers: dict[str, str] | None = None) -> Served:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in KEY_VARS and not k.startswith("RHETOR_")}
-    env.update({"RHETOR_PORT": str(port), "RHETOR_REGISTER": "0", **(extra_env or {})})
+    # Each server keeps its data beside its log (never in the working tree) unless a test shares one.
+    env.update({"RHETOR_PORT": str(port), "RHETOR_REGISTER": "0", "RHETOR_DATA_DIR": str(log_path.parent / "data"),
+                **(extra_env or {})})
     log = log_path.open("w")
     proc = subprocess.Popen([sys.executable, "-m", "rhetor", "serve", "--host", "127.0.0.1", "--config", str(config)],
                             env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
