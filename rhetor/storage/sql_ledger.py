@@ -81,9 +81,21 @@ class SqlStorage(Storage):
         """One content transaction: ``write`` for changes (committed on exit, rolled back on any error), else a
         consistent read-only snapshot."""
 
-    @abstractmethod
     def ledger_tx(self) -> AbstractAsyncContextManager[core.LedgerTx]:
-        """One atomic ledger transaction (committed on exit, rolled back on any error)."""
+        """One atomic ledger transaction (committed on exit, rolled back on any error). A backend provides
+        this or overrides ``run_ledger`` (SQLite runs the whole transaction in one call on its thread)."""
+        raise NotImplementedError(f"{type(self).__name__} provides neither ledger_tx nor run_ledger")
+
+    async def run_ledger(self, op: Callable[[core.LedgerTx], Awaitable[_R]]) -> _R:
+        """Run ``op`` in one ledger transaction, retried from the start after a ``retryable`` error."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                async with self.ledger_tx() as tx:
+                    return await op(tx)
+            except self.retryable:
+                if attempt == self.attempts:
+                    raise
+        raise AssertionError("unreachable")
 
     @abstractmethod
     async def fetch(self, sql: str, params: Sequence[object]) -> list[Mapping[str, Any]]:
@@ -105,14 +117,7 @@ class SqlLedger(LedgerRepository):
         self._s = storage
 
     async def _run(self, op: Callable[[core.LedgerTx], Awaitable[_R]]) -> _R:
-        for attempt in range(1, self._s.attempts + 1):
-            try:
-                async with self._s.ledger_tx() as tx:
-                    return await op(tx)
-            except self._s.retryable:
-                if attempt == self._s.attempts:
-                    raise
-        raise AssertionError("unreachable")
+        return await self._s.run_ledger(op)
 
     async def reserve(self, request: ReserveRequest) -> ReserveOutcome:
         return await self._run(lambda tx: core.reserve(tx, request))

@@ -3,7 +3,9 @@
 Atomicity: every ledger operation is one ``BEGIN IMMEDIATE`` transaction, which takes SQLite's write
 lock before reading, so check-then-record cannot interleave with another writer — in this process or in
 another process sharing the file (``busy_timeout`` makes it wait for the lock instead of failing).
-Within the process, an ``asyncio.Lock`` hands the single connection to one transaction at a time.
+Within the process, an ``asyncio.Lock`` hands the single connection to one transaction at a time. A ledger
+operation runs whole (BEGIN IMMEDIATE, the shared core's statements over the raw ``sqlite3`` connection,
+COMMIT or ROLLBACK) as one call on the connection's thread: one thread round trip, not one per statement.
 
 Durability: WAL journal with ``synchronous=FULL``: once a commit returns, the spend survives a
 ``kill -9`` and a power cut. The connection lives in aiosqlite's own thread, so no statement (nor
@@ -20,11 +22,11 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -39,6 +41,8 @@ __all__ = ["SQLiteStorage"]
 
 log = logging.getLogger(__name__)
 
+_R = TypeVar("_R")
+
 _T = _rows.to_sqlite_time
 _INSERT = (
     f"INSERT INTO budget_reservations ({', '.join(_rows.INSERT_COLUMNS)}) "  # noqa: S608 (constant columns)
@@ -51,49 +55,51 @@ _UPDATE = (
 
 
 class _SQLiteTx(core.LedgerTx):
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    """The ledger primitives over the raw ``sqlite3`` connection, on the connection's own thread (see
+    ``_transact``). The methods are ``async`` for the shared core but never suspend."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._c = conn
 
     async def lock_buckets(self, keys: Sequence[BucketKey]) -> dict[BucketKey, BucketTotals]:
         # The whole database is already locked by BEGIN IMMEDIATE: just make sure the rows exist.
-        await self._c.executemany("INSERT OR IGNORE INTO budget_buckets (scope, win, win_key) VALUES (?, ?, ?)", keys)
+        self._c.executemany("INSERT OR IGNORE INTO budget_buckets (scope, win, win_key) VALUES (?, ?, ?)", keys)
         out = {}
         for k in keys:
-            rows = await self._c.execute_fetchall(
+            spent, reserved = self._c.execute(
                 "SELECT spent_nanos, reserved_nanos FROM budget_buckets WHERE scope = ? AND win = ? AND win_key = ?", k
-            )
-            spent, reserved = next(iter(rows))
+            ).fetchone()
             out[k] = BucketTotals(spent, reserved)
         return out
 
     async def add_to_buckets(self, deltas: Mapping[BucketKey, tuple[int, int]]) -> None:
-        await self._c.executemany(
+        self._c.executemany(
             "UPDATE budget_buckets SET spent_nanos = spent_nanos + ?, reserved_nanos = reserved_nanos + ? "
             "WHERE scope = ? AND win = ? AND win_key = ?",
             [(s, r, *k) for k, (s, r) in deltas.items()],
         )
 
     async def insert_reservation(self, row: ReservationRow) -> None:
-        await self._c.execute(_INSERT, _rows.insert_values(row, _T))
+        self._c.execute(_INSERT, _rows.insert_values(row, _T))
 
     async def lock_reservation(self, reservation_id: str) -> ReservationRow | None:
-        rows = await self._c.execute_fetchall("SELECT * FROM budget_reservations WHERE id = ?", (reservation_id,))
-        return next((_rows.reservation_from(r, _rows.from_sqlite_time) for r in rows), None)
+        r = self._c.execute("SELECT * FROM budget_reservations WHERE id = ?", (reservation_id,)).fetchone()
+        return None if r is None else _rows.reservation_from(r, _rows.from_sqlite_time)
 
     async def lock_expired(self, now: datetime, limit: int) -> list[ReservationRow]:
-        rows = await self._c.execute_fetchall(
+        rows = self._c.execute(
             "SELECT * FROM budget_reservations WHERE state = 'reserved' AND expires_at <= ? ORDER BY id LIMIT ?",
             (_T(now), limit),
-        )
+        ).fetchall()
         return [_rows.reservation_from(r, _rows.from_sqlite_time) for r in rows]
 
     async def update_reservation(self, row: ReservationRow) -> None:
-        await self._c.execute(_UPDATE, (*_rows.update_values(row, _T), row.id))
+        self._c.execute(_UPDATE, (*_rows.update_values(row, _T), row.id))
 
     async def mark_thresholds(self, hits: Sequence[tuple[BucketKey, int]], at: datetime) -> set[tuple[BucketKey, int]]:
         new = set()
         for key, ppm in hits:
-            cur = await self._c.execute(
+            cur = self._c.execute(
                 "INSERT OR IGNORE INTO budget_thresholds (scope, win, win_key, threshold_ppm, fired_at) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (*key, ppm, _T(at)),
@@ -101,6 +107,34 @@ class _SQLiteTx(core.LedgerTx):
             if cur.rowcount == 1:
                 new.add((key, ppm))
         return new
+
+
+def _drive(coro: Coroutine[Any, Any, _R]) -> _R:
+    """Run a coroutine that never suspends (the ledger core over ``_SQLiteTx``) to completion, synchronously."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a ledger operation suspended inside a synchronous SQLite transaction")
+
+
+def _transact(
+    conn: aiosqlite.Connection, op: Callable[[core.LedgerTx], Coroutine[Any, Any, _R]], cancelled: list[bool]
+) -> _R | None:
+    """One whole ledger transaction, run on the connection's thread: BEGIN IMMEDIATE, the core's statements,
+    COMMIT — or ROLLBACK on any error. Nothing is left open whatever happens to the awaiting caller."""
+    if cancelled[0]:
+        return None  # the caller was cancelled before the transaction began: do nothing
+    raw = conn._conn  # noqa: SLF001 (the sqlite3 connection, used on its own thread)
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        result = _drive(op(_SQLiteTx(raw)))
+        raw.commit()
+    except BaseException:
+        raw.rollback()  # a no-op if no transaction is open (e.g. COMMIT itself failed and closed it)
+        raise
+    return result
 
 
 class _SQLiteContentTx(ContentTx):
@@ -256,10 +290,18 @@ class SQLiteStorage(SqlStorage):
             finally:
                 await conn.rollback()  # read only: nothing to commit
 
-    @asynccontextmanager
-    async def ledger_tx(self) -> AsyncIterator[core.LedgerTx]:
-        async with self.transaction() as conn:
-            yield _SQLiteTx(conn)
+    async def run_ledger(self, op: Callable[[core.LedgerTx], Coroutine[Any, Any, _R]]) -> _R:  # type: ignore[override]
+        """The whole transaction in one call on the connection's thread: one thread round trip, not one per
+        statement. A caller cancelled while waiting does not stop it (it commits or rolls back as a unit); one
+        cancelled before it starts skips it."""
+        async with self._lock:
+            conn = self._connection()
+            cancelled = [False]
+            try:
+                return await conn._execute(_transact, conn, op, cancelled)  # type: ignore[no-any-return]  # noqa: SLF001
+            except asyncio.CancelledError:
+                cancelled[0] = True
+                raise
 
     async def fetch(self, sql: str, params: Sequence[object]) -> list[Mapping[str, Any]]:
         async with self._read() as conn:
