@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import importlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -307,3 +309,8 @@ class SDKClient:
         if self._client is None:
             raise boundary.error(errors.ProviderUnavailableError, self._unavailable or "not configured")
         return self._client
+
+
+def lazy_module(name: str) -> Callable[[], Any]:
+    """A function returning module ``name``, imported the first time it is called."""
+    return partial(importlib.import_module, name)

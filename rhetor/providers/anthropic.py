@@ -32,17 +32,9 @@ if TYPE_CHECKING:
     import anthropic
 
 
-def _sdk() -> Any:
-    """The SDK, imported on first use: a provider with no key never loads it (tens of MB of memory)."""
-    import anthropic
-
-    return anthropic
-
-
-def _httpx2() -> Any:
-    import httpx2
-
-    return httpx2
+# Imported on first use: a provider with no key never loads its SDK (tens of MB of memory).
+_sdk = _common.lazy_module("anthropic")
+_httpx2 = _common.lazy_module("httpx2")
 
 __all__ = ["AnthropicProvider"]
 

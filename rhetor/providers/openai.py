@@ -31,17 +31,9 @@ if TYPE_CHECKING:
     import openai
 
 
-def _sdk() -> Any:
-    """The SDK, imported on first use: a provider with no key never loads it (tens of MB of memory)."""
-    import openai
-
-    return openai
-
-
-def _httpx2() -> Any:
-    import httpx2
-
-    return httpx2
+# Imported on first use: a provider with no key never loads its SDK (tens of MB of memory).
+_sdk = _common.lazy_module("openai")
+_httpx2 = _common.lazy_module("httpx2")
 
 __all__ = ["OpenAIProvider"]
 
