@@ -38,12 +38,17 @@ _SQLITE_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def to_sqlite_time(at: datetime) -> str:
-    """Fixed-width UTC text, so that text order is time order."""
-    return at.astimezone(UTC).strftime(_SQLITE_TIME)
+    """Fixed-width UTC text (``_SQLITE_TIME``), so that text order is time order.
+
+    ``isoformat`` writes the same text as ``strftime(_SQLITE_TIME)`` several times faster."""
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def from_sqlite_time(text: str) -> datetime:
-    return datetime.strptime(text, _SQLITE_TIME).replace(tzinfo=UTC)
+    """The inverse of ``to_sqlite_time``. ``fromisoformat`` (C) rather than ``strptime`` (pure Python, with
+    a locale lookup per call): a context's history is parsed on every request that continues it."""
+    at = datetime.fromisoformat(text)
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def encode_buckets(buckets: tuple[BucketLimit, ...]) -> str:

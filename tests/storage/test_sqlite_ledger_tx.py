@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import pytest
 
+from rhetor.storage import _rows
 from rhetor.storage import sqlite as sqlite_mod
 from rhetor.storage.records import BucketKey, BucketLimit, BucketTotals, ReserveRequest, SettleRequest
 from rhetor.storage.sqlite import SQLiteStorage
@@ -145,3 +146,17 @@ def test_drive_refuses_a_coroutine_that_suspends() -> None:
 
     with pytest.raises(RuntimeError, match="suspended"):
         sqlite_mod._drive(suspends())
+
+
+@pytest.mark.parametrize("at", [
+    datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    datetime(2026, 6, 1, 1, 30, 0, 5, tzinfo=timezone(timedelta(hours=2))),
+])
+def test_sqlite_time_text_is_fixed_width_utc_and_round_trips(at: datetime) -> None:
+    """The fast isoformat/fromisoformat pair writes exactly the ``_SQLITE_TIME`` text (text order = time order)."""
+    text = _rows.to_sqlite_time(at)
+    assert text == at.astimezone(UTC).strftime(_rows._SQLITE_TIME)  # noqa: SLF001
+    assert len(text) == len("2026-01-02T03:04:05.000000Z")
+    back = _rows.from_sqlite_time(text)
+    assert back == at and back.tzinfo == UTC
