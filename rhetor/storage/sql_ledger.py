@@ -27,7 +27,7 @@ from rhetor.storage.records import (
     SettleRequest,
     UsageRow,
 )
-from rhetor.storage.sql_content import ContentTx, Dialect, SqlPrompts, SqlTemplates
+from rhetor.storage.sql_content import ContentTx, Dialect, SqlPrompts, SqlTemplates, run_in_transactions
 from rhetor.storage.sql_contexts import SqlContexts
 
 __all__ = ["SqlLedger", "SqlStorage", "numbered"]
@@ -80,6 +80,10 @@ class SqlStorage(Storage):
     def content_tx(self, *, write: bool = True) -> AbstractAsyncContextManager[ContentTx]:
         """One content transaction: ``write`` for changes (committed on exit, rolled back on any error), else a
         consistent read-only snapshot."""
+
+    async def run_content(self, op: Callable[[ContentTx], Awaitable[_R]], *, write: bool = True) -> _R:
+        """Run a content repository's ``op`` in one transaction, retried after a ``retryable`` error."""
+        return await run_in_transactions(self, op, write=write)
 
     def ledger_tx(self) -> AbstractAsyncContextManager[core.LedgerTx]:
         """One atomic ledger transaction (committed on exit, rolled back on any error). A backend provides

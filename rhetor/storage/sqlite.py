@@ -110,13 +110,14 @@ class _SQLiteTx(core.LedgerTx):
 
 
 def _drive(coro: Coroutine[Any, Any, _R]) -> _R:
-    """Run a coroutine that never suspends (the ledger core over ``_SQLiteTx``) to completion, synchronously."""
+    """Run a coroutine that never suspends (the ledger core over ``_SQLiteTx``, a content operation over
+    ``_SQLiteThreadContentTx``) to completion, synchronously."""
     try:
         coro.send(None)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     coro.close()
-    raise RuntimeError("a ledger operation suspended inside a synchronous SQLite transaction")
+    raise RuntimeError("a storage operation suspended inside a synchronous SQLite transaction")
 
 
 def _transact(
@@ -133,6 +134,47 @@ def _transact(
         raw.commit()
     except BaseException:
         raw.rollback()  # a no-op if no transaction is open (e.g. COMMIT itself failed and closed it)
+        raise
+    return result
+
+
+class _SQLiteThreadContentTx(ContentTx):
+    """The content primitives over the raw ``sqlite3`` connection, on the connection's own thread (see
+    ``_content_transact``). The methods are ``async`` for the repositories but never suspend."""
+
+    def __init__(self, raw: sqlite3.Connection) -> None:
+        self._c = raw
+
+    async def fetch(self, sql: str, params: Sequence[object] = ()) -> list[Mapping[str, Any]]:
+        return self._c.execute(sql, params).fetchall()
+
+    async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        return self._c.execute(sql, params).rowcount
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        self._c.executemany(sql, rows)
+
+    async def lock(self, key: str) -> None:
+        return None  # BEGIN IMMEDIATE holds the database's write lock already
+
+
+def _content_transact(
+    conn: aiosqlite.Connection, op: Callable[[ContentTx], Coroutine[Any, Any, _R]], write: bool, cancelled: list[bool]
+) -> _R | None:
+    """One whole content transaction on the connection's thread: ``BEGIN IMMEDIATE`` … ``COMMIT`` for a
+    write, a deferred ``BEGIN`` (a WAL snapshot) … ``ROLLBACK`` for a read; ``ROLLBACK`` on any error."""
+    if cancelled[0]:
+        return None  # the caller was cancelled before the transaction began: do nothing
+    raw = conn._conn  # noqa: SLF001 (the sqlite3 connection, used on its own thread)
+    raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    try:
+        result = _drive(op(_SQLiteThreadContentTx(raw)))
+        if write:
+            raw.commit()
+        else:
+            raw.rollback()  # read only: nothing to commit
+    except BaseException:
+        raw.rollback()
         raise
     return result
 
@@ -289,6 +331,19 @@ class SQLiteStorage(SqlStorage):
                 yield _SQLiteContentTx(conn)
             finally:
                 await conn.rollback()  # read only: nothing to commit
+
+    async def run_content(self, op: Callable[[ContentTx], Coroutine[Any, Any, _R]], *,  # type: ignore[override]
+                          write: bool = True) -> _R:
+        """A content operation whole in one call on the connection's thread (as ``run_ledger``): loading a
+        context or the default prompt costs one thread round trip, not one per statement."""
+        async with self._lock:
+            conn = self._connection()
+            cancelled = [False]
+            try:
+                return await conn._execute(_content_transact, conn, op, write, cancelled)  # type: ignore[no-any-return]  # noqa: SLF001
+            except asyncio.CancelledError:
+                cancelled[0] = True
+                raise
 
     async def run_ledger(self, op: Callable[[core.LedgerTx], Coroutine[Any, Any, _R]]) -> _R:  # type: ignore[override]
         """The whole transaction in one call on the connection's thread: one thread round trip, not one per

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ import pytest
 from rhetor.storage import PromptRecord, Storage, StoredMessageIn, TemplateRecord
 from rhetor.storage.sql_content import ContentTx
 from rhetor.storage.sql_ledger import SqlStorage
+from rhetor.storage.sqlite import SQLiteStorage
 
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 
@@ -43,14 +44,15 @@ class _SpyTx(ContentTx):
 def spy_on(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, set[str]]]:
     seen: list[tuple[str, set[str]]] = []
     if isinstance(storage, SqlStorage):
-        real = storage.content_tx
+        real = storage.run_content  # every content repository operation goes through it (SQLite: one thread hop)
 
-        @asynccontextmanager
-        async def content_tx(*, write: bool = True) -> AsyncIterator[ContentTx]:
-            async with real(write=write) as tx:
-                yield _SpyTx(tx, seen)
+        async def run_content(op: Callable[[ContentTx], Awaitable[Any]], *, write: bool = True) -> Any:
+            async def spied(tx: ContentTx) -> Any:
+                return await op(_SpyTx(tx, seen))
 
-        monkeypatch.setattr(storage, "content_tx", content_tx)
+            return await real(spied, write=write)
+
+        monkeypatch.setattr(storage, "run_content", run_content)
     return seen
 
 
@@ -113,3 +115,31 @@ async def test_content_survives_a_restart(make_durable_storage: Callable[[], Sto
         assert await second.prompts.default_for("keep") == prompt
         more = await second.contexts.append("keep:1", [StoredMessageIn("assistant", "ok", 1)], now=NOW)
         assert [m.seq for m in more] == [4]  # numbering continues where it stopped
+
+
+async def test_sqlite_content_operations_take_one_thread_round_trip_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading a context (three statements in one snapshot) hops to SQLite's thread once, not per statement."""
+    async with SQLiteStorage(tmp_path / "hops.sqlite3") as storage:
+        await _count_hops(storage, monkeypatch)
+
+
+async def _count_hops(storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    await storage.contexts.append("hop:1", [StoredMessageIn("user", "hi", 3), StoredMessageIn("assistant", "yo", 3)])
+    conn = storage._conn  # noqa: SLF001
+    hops: list[object] = []
+    real = conn._execute
+
+    async def counting(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        hops.append(fn)
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(conn, "_execute", counting)
+    ctx = await storage.contexts.load("hop:1")
+    assert ctx is not None and [m.content for m in ctx.messages] == ["hi", "yo"]
+    assert len(hops) == 1
+    await storage.contexts.append("hop:1", [StoredMessageIn("user", "again", 4)])
+    assert len(hops) == 2
+    assert await storage.prompts.default_for("nobody") is None
+    assert len(hops) == 3
