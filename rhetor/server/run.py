@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import logging.handlers
 import os
+import queue
 import sys
 from pathlib import Path
 
@@ -19,15 +22,30 @@ from rhetor.server.settings import ServerSettings
 __all__ = ["serve"]
 
 
-def _configure_logging() -> None:
+class _Handoff(logging.handlers.QueueHandler):
+    """Hands records to the log thread as they are: the JSON formatting and the write to stderr (a blocking
+    write, once per request for the access log) happen there, never on the event loop."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record = copy.copy(record)
+        record.msg, record.args = record.getMessage(), None  # arguments may change once the call returns
+        return record
+
+
+def _configure_logging() -> logging.handlers.QueueListener:
+    """JSON lines on stderr, written by a listener thread; the caller stops it (which flushes) at exit."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, handler, respect_handler_level=True)
     root = logging.getLogger("rhetor")
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_Handoff(records)]
     root.setLevel(os.environ.get("RHETOR_LOG_LEVEL", "INFO").upper())
     root.propagate = False
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):  # one INFO line per upstream call otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    listener.start()
+    return listener
 
 
 def serve(config_dir: Path, *, host: str, port: int) -> int:
@@ -50,8 +68,11 @@ def serve(config_dir: Path, *, host: str, port: int) -> int:
         return 1
     print(f"rhetor: config version {engine.version}, pipelines {', '.join(sorted(engine.pipelines))}, "
           f"storage {resources.storage.describe()}; serving on http://{host}:{port}", file=sys.stderr, flush=True)
-    _configure_logging()
-    app = create_app(engine, settings=settings, config_dir=config_dir, env=dict(os.environ))
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=int(settings.drain_seconds))
+    listener = _configure_logging()
+    try:
+        app = create_app(engine, settings=settings, config_dir=config_dir, env=dict(os.environ))
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                    timeout_graceful_shutdown=int(settings.drain_seconds))
+    finally:
+        listener.stop()  # writes out what is queued
     return 0
