@@ -8,12 +8,14 @@ retrying (1 s, 2 s, 4 s … up to 60 s between tries) until it succeeds or the s
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 import rhetor
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["register_forever", "registration_payload"]
 
@@ -39,7 +41,10 @@ async def register_forever(hermes_url: str, public_url: str, *, first_delay: flo
     url = hermes_url.rstrip("/") + "/api/register"
     payload = registration_payload(public_url)
     delay = first_delay
-    async with httpx.AsyncClient(timeout=5.0) as client:
+    # imported here, off the event loop: a server that does not register never loads httpx (several MB)
+    httpx_mod: Any = await asyncio.to_thread(importlib.import_module, "httpx")
+    client: httpx.AsyncClient
+    async with httpx_mod.AsyncClient(timeout=5.0) as client:
         while True:
             try:
                 response = await client.post(url, json=payload)
@@ -47,7 +52,7 @@ async def register_forever(hermes_url: str, public_url: str, *, first_delay: flo
                     log.info("registered with Hermes", extra={"fields": {"hermes": hermes_url}})
                     return True
                 reason = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
+            except httpx_mod.HTTPError as exc:
                 reason = type(exc).__name__
             log.warning("Hermes registration failed; retrying",
                         extra={"fields": {"hermes": hermes_url, "reason": reason, "retry_in_s": delay}})
