@@ -6,10 +6,10 @@ Kept apart from the config Specs: these are what callers send and receive, docum
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
 from rhetor.engine.run import RunResult, StageTrace
@@ -131,7 +131,9 @@ def completion_body(result: RunResult, context: str | None, request_id: str) -> 
 
 
 def sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    """One SSE event: compact UTF-8 JSON, encoded by msgspec as Litestar encodes JSON bodies (an order of
+    magnitude faster than ``json.dumps``; floats in shortest form, e.g. ``1.5e-5``)."""
+    return b"data: " + msgspec.json.encode(payload) + b"\n\n"
 
 
 def final_event(result: RunResult, context: str | None, request_id: str) -> bytes:

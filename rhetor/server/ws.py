@@ -31,6 +31,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
+import msgspec
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -72,7 +73,7 @@ class _Connection:
         async with self._lock:
             if self.open:
                 try:
-                    await self.socket.send_text(json.dumps(message, ensure_ascii=False, separators=(",", ":")))
+                    await self.socket.send_text(msgspec.json.encode(message).decode())
                 except (WebSocketDisconnect, OSError, RuntimeError):
                     self.open = False
         return self.open
