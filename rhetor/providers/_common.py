@@ -5,6 +5,8 @@
   ``asyncio.timeout_at`` around each wait (never across a ``yield``).
 * ``StreamState``: the text and usage known so far, so a broken stream becomes a ``MidStreamError``.
 * ``Boundary``: builds Rhetor's provider errors (status → class, ``Retry-After``, secrets removed).
+* ``transport_error``: a timeout or a connection failure, judged by the transport's own exception.
+* ``aiohttp_client``: the SDK's aiohttp-backed HTTP client, which the OpenAI and Anthropic providers use.
 * ``parse_retry_after``: ``retry-after-ms``, then ``Retry-After`` in seconds or as an HTTP date.
 """
 
@@ -15,8 +17,7 @@ import email.utils
 import importlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -32,11 +33,14 @@ __all__ = [
     "Deadlines",
     "MalformedChunk",
     "StreamState",
+    "aiohttp_client",
     "check_base_url",
+    "count",
     "drain",
     "looks_too_long",
     "parse_retry_after",
     "sdk_timeout",
+    "transport_error",
 ]
 
 _TOO_LONG = ("maximum context length", "context length", "context_length", "context window", "too long",
@@ -51,6 +55,24 @@ class MalformedChunk(Exception):
 def sdk_timeout(timeouts: TimeoutsSpec, timeout_cls: Any) -> Any:
     """``timeout_cls`` (``httpx.Timeout`` or ``httpx2.Timeout``) from a provider's ``timeouts:``."""
     return timeout_cls(timeouts.total, connect=timeouts.connect, read=timeouts.first_token)
+
+
+def aiohttp_client(sdk: Any, timeout: Any) -> Any:
+    """The SDK's own ``DefaultAioHttpClient`` (its aiohttp transport, its connection limits) with ``timeout``.
+
+    Its ``aiohttp.ClientSession`` is made on the first request, on the loop that sends it, and closed with the
+    SDK client (``SDKClient.aclose``).
+    """
+    return sdk.DefaultAioHttpClient(timeout=timeout)
+
+
+def count(value: Any) -> int:
+    """A token count from a vendor's JSON: an int (a whole float is taken too), else 0."""
+    if value.__class__ is int:
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return 0
 
 
 def check_base_url(base_url: str | None) -> str | None:
@@ -235,6 +257,38 @@ class Boundary:
         return None
 
 
+def _aiohttp_origin(exc: BaseException) -> BaseException | None:
+    """The aiohttp exception down ``exc``'s chain of causes (the SDK's error → httpx2's → aiohttp's), if any."""
+    cause: BaseException | None = exc
+    for _ in range(8):  # bounded: a chain of causes can loop
+        if cause is None:
+            return None
+        if type(cause).__module__.startswith("aiohttp."):
+            return cause
+        cause = cause.__cause__
+    return None
+
+
+def transport_error(exc: BaseException, b: Boundary, timeouts: tuple[type[BaseException], ...]
+                    ) -> errors.ProviderError:
+    """A timeout or a connection failure, for an SDK connection error or an httpx2 transport error ``exc``.
+
+    Under the aiohttp transport the httpx2 exception that the SDK saw is a lossy stand-in for aiohttp's (the
+    OpenAI SDK's copy maps every ``ClientConnectionError``, a reset or a refused connection included, onto
+    ``httpx2.ConnectTimeout``), so the aiohttp exception found down ``__cause__`` decides: its own timeouts
+    (``ServerTimeoutError``: connect, socket read) are timeouts, anything else a failed connection. Without
+    one, ``exc`` is a timeout when it is one of ``timeouts`` (the SDK's and httpx2's timeout classes).
+    """
+    origin = _aiohttp_origin(exc)
+    if origin is not None:
+        timed_out, name = isinstance(origin, TimeoutError), type(origin).__name__
+    else:
+        timed_out, name = isinstance(exc, timeouts), type(exc.__cause__ or exc).__name__
+    if timed_out:
+        return b.error(errors.ProviderTimeoutError, "the request timed out")
+    return b.error(errors.ProviderConnectionError, f"connection failed ({name})")
+
+
 _END = object()
 
 
@@ -248,8 +302,9 @@ async def relay(events: Any, consume: Callable[[Any, StreamState], str], state: 
     returns to the pool), else the stream ends when exhausted and must have reported a finish reason.
     Ending early either way is a ``MalformedChunk`` (a ``MidStreamError`` once text was sent).
     """
+    guard = map_errors(boundary)  # stateless: one for the whole stream
     while not (until_done and state.done):
-        with map_errors(boundary):
+        with guard:
             async with asyncio.timeout_at(deadlines.next(state.started)):
                 try:
                     event = await events.__anext__()
@@ -268,26 +323,39 @@ async def relay(events: Any, consume: Callable[[Any, StreamState], str], state: 
     yield StreamEnd(usage=state.usage(), finish_reason=state.finish_reason)
 
 
+class _MapErrors:
+    """The context manager of ``error_mapper``: a class, not a generator, as ``relay`` enters one per event."""
+
+    __slots__ = ("boundary", "classify")
+
+    def __init__(self, classify: Callable[[Exception, Boundary], errors.ProviderError | None],
+                 boundary: Boundary) -> None:
+        self.classify = classify
+        self.boundary = boundary
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False  # no error, or a cancellation / exit that is not ours to map
+        boundary = self.boundary
+        mapped = boundary.translate(exc) or self.classify(exc, boundary)
+        if mapped is None:
+            return False  # re-raised untouched
+        raise boundary.surface(mapped) from None
+
+
 def error_mapper(classify: Callable[[Exception, Boundary], errors.ProviderError | None]) -> Callable[[Boundary], Any]:
     """A context manager turning SDK, httpx and deadline errors into Rhetor's ``ProviderError`` classes
     (``MidStreamError`` once text was sent); ``classify`` knows one vendor's SDK exceptions."""
-
-    @contextmanager
-    def map_errors(boundary: Boundary) -> Iterator[None]:
-        try:
-            yield
-        except Exception as exc:  # noqa: BLE001 - every error is mapped or re-raised untouched
-            mapped = boundary.translate(exc) or classify(exc, boundary)
-            if mapped is None:
-                raise
-            raise boundary.surface(mapped) from None
-
-    return map_errors
+    return partial(_MapErrors, classify)
 
 
 class SDKClient:
     """The lifecycle every SDK provider shares: a client built once (None when the provider cannot be
-    used, with the reason in ``_unavailable``), closed on ``aclose``."""
+    used, with the reason in ``_unavailable``), closed on ``aclose`` (with its HTTP client, and so the
+    aiohttp session of ``aiohttp_client``)."""
 
     _client: Any = None
     _unavailable: str | None = None

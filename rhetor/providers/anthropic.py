@@ -1,5 +1,10 @@
 """``kind: anthropic``: the Anthropic Messages API through the official SDK's ``AsyncAnthropic`` client.
 
+The client is made once per provider on the SDK's aiohttp transport (``DefaultAioHttpClient``). The SDK sends
+each request (auth, ``anthropic-version``, base URL, retries, status errors, SSE with its pings and error
+events) with its generic ``post`` and ``cast_to=object``: the message and the stream events come back as the
+decoded JSON dicts, without pydantic models, and are read here with ``.get``.
+
 System messages go in the separate ``system`` parameter. ``temperature`` is not sent: the API version
 this SDK speaks (``anthropic-version: 2026-10-21``) has no sampling parameters and answers 400 to them.
 Usage comes from Anthropic's own numbers: ``input_tokens`` (uncached), ``output_tokens``,
@@ -38,6 +43,8 @@ _httpx2 = _common.lazy_module("httpx2")
 
 __all__ = ["AnthropicProvider"]
 
+_PATH = "/v1/messages"
+
 # Anthropic error types (``error.type``) for errors that come with no telling HTTP status (in streams).
 _BY_TYPE: dict[str, type[errors.ProviderError]] = {
     "overloaded_error": errors.OverloadedError,
@@ -67,20 +74,34 @@ def _classify(exc: Exception, b: Boundary) -> errors.ProviderError | None:
         if cls is errors.BadRequestError and too_long:
             cls = errors.ContextTooLongError
         return b.error(cls, f"stream error {kind or 'unknown'}: {message}", body=body)
-    if isinstance(exc, _sdk().APITimeoutError | _httpx2().TimeoutException):
-        return b.error(errors.ProviderTimeoutError, "the request timed out")
-    if isinstance(exc, _sdk().APIConnectionError | _httpx2().TransportError):
-        return b.error(errors.ProviderConnectionError, f"connection failed ({type(exc.__cause__ or exc).__name__})")
+    if isinstance(exc, _sdk().APIConnectionError | _httpx2().TransportError):  # APITimeoutError included
+        return _common.transport_error(exc, b, (_sdk().APITimeoutError, _httpx2().TimeoutException))
     return None
 
 
 def _usage(usage: Any) -> Usage:
-    if usage is None:
+    if not isinstance(usage, dict):
         return Usage()
-    return Usage(input_tokens=getattr(usage, "input_tokens", 0) or 0,
-                 output_tokens=getattr(usage, "output_tokens", 0) or 0,
-                 cache_read_tokens=getattr(usage, "cache_read_input_tokens", 0) or 0,
-                 cache_write_tokens=getattr(usage, "cache_creation_input_tokens", 0) or 0)
+    count = _common.count
+    return Usage(input_tokens=count(usage.get("input_tokens")), output_tokens=count(usage.get("output_tokens")),
+                 cache_read_tokens=count(usage.get("cache_read_input_tokens")),
+                 cache_write_tokens=count(usage.get("cache_creation_input_tokens")))
+
+
+def _text(block: Any) -> str:
+    """The text of a ``text`` block or ``text_delta``."""
+    text = block.get("text")
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        raise _common.MalformedChunk(f"text is a {type(text).__name__}, not a string")
+    return text
+
+
+# message_delta's cumulative usage fields → StreamState's
+_DELTA_USAGE = (("output_tokens", "output_tokens"), ("input_tokens", "input_tokens"),
+                ("cache_read_tokens", "cache_read_input_tokens"),
+                ("cache_write_tokens", "cache_creation_input_tokens"))
 
 
 _map_errors = _common.error_mapper(_classify)
@@ -88,6 +109,7 @@ _map_errors = _common.error_mapper(_classify)
 
 class AnthropicProvider(_common.SDKClient, Provider):
     kind = "anthropic"
+    _stream_cls: Any = None  # the SDK's AsyncStream[object]: each SSE event as its decoded JSON
 
     def __init__(self, name: str, spec: ProviderSpec, env: Mapping[str, str]) -> None:
         super().__init__(name, spec, env)
@@ -100,10 +122,12 @@ class AnthropicProvider(_common.SDKClient, Provider):
             self._unavailable = self._unavailable or (
                 f"no API key: set {var}" if var else "no API key: configure api_key: env:ANTHROPIC_API_KEY")
         if self._unavailable is None:
+            timeout = _common.sdk_timeout(spec.timeouts, _httpx2().Timeout)
             self._client = _sdk().AsyncAnthropic(
-                api_key=key, base_url=spec.base_url, max_retries=spec.max_retries,
-                timeout=_common.sdk_timeout(spec.timeouts, _httpx2().Timeout),
+                api_key=key, base_url=spec.base_url, max_retries=spec.max_retries, timeout=timeout,
+                http_client=_common.aiohttp_client(_sdk(), timeout),
             )
+            self._stream_cls = _sdk().AsyncStream[object]
 
     def _where(self) -> str:
         return f"Anthropic API at {self._client.base_url}"
@@ -126,25 +150,29 @@ class AnthropicProvider(_common.SDKClient, Provider):
         client = self._ready(b)
         with _map_errors(b):
             async with asyncio.timeout_at(deadlines.first_token):
-                message = await client.messages.create(**self._params(request))
-            content = getattr(message, "content", None)
+                message = await client.post(_PATH, body=self._params(request), cast_to=object)
+            content = message.get("content") if isinstance(message, dict) else None
             if content is None:
                 raise _common.MalformedChunk("the answer has no content")
-            text = "".join(getattr(block, "text", "") or "" for block in content
-                           if getattr(block, "type", None) == "text")
-            return ProviderResult(text=text, usage=_usage(getattr(message, "usage", None)),
-                                  finish_reason=getattr(message, "stop_reason", None))
+            if not isinstance(content, list):
+                raise _common.MalformedChunk("the answer's content is not a list")
+            text = "".join(_text(block) for block in content if isinstance(block, dict) and block.get("type") == "text")
+            return ProviderResult(text=text, usage=_usage(message.get("usage")),
+                                  finish_reason=message.get("stop_reason"))
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta | StreamEnd]:
         state = StreamState()
         deadlines = Deadlines(self.spec.timeouts)
         b = Boundary(self.name, request.model_id, self._secrets, deadlines, state)
         client = self._ready(b)
+        params = self._params(request)
+        params["stream"] = True
         sdk_stream = None
         try:
             with _map_errors(b):
                 async with asyncio.timeout_at(deadlines.next(state.started)):
-                    sdk_stream = await client.messages.create(**self._params(request), stream=True)
+                    sdk_stream = await client.post(_PATH, body=params, cast_to=object, stream=True,
+                                                   stream_cls=self._stream_cls)
             async for event in _common.relay(sdk_stream, self._consume, state, deadlines, _map_errors, b,
                                              until_done=True, missing_end="the stream ended before message_stop"):
                 yield event
@@ -155,25 +183,27 @@ class AnthropicProvider(_common.SDKClient, Provider):
     @staticmethod
     def _consume(event: Any, state: StreamState) -> str:
         """Record an event's usage and stop reason; return its text."""
-        kind = getattr(event, "type", None)
-        if kind == "message_start":
-            usage = _usage(getattr(getattr(event, "message", None), "usage", None))
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind == "content_block_delta":
+            delta = event.get("delta")
+            if isinstance(delta, dict) and delta.get("type") == "text_delta":
+                return _text(delta)
+        elif kind == "message_start":
+            message = event.get("message")
+            usage = _usage(message.get("usage") if isinstance(message, dict) else None)
             state.input_tokens, state.output_tokens = usage.input_tokens, usage.output_tokens
             state.cache_read_tokens, state.cache_write_tokens = usage.cache_read_tokens, usage.cache_write_tokens
-        elif kind == "content_block_delta":
-            delta = getattr(event, "delta", None)
-            if getattr(delta, "type", None) == "text_delta":
-                return getattr(delta, "text", "") or ""
         elif kind == "message_delta":
-            state.finish_reason = getattr(getattr(event, "delta", None), "stop_reason", None) or state.finish_reason
-            usage = getattr(event, "usage", None)
-            # message_delta counts are cumulative; fields it leaves out (null) keep message_start's
-            for field, attr in (("output_tokens", "output_tokens"), ("input_tokens", "input_tokens"),
-                                ("cache_read_tokens", "cache_read_input_tokens"),
-                                ("cache_write_tokens", "cache_creation_input_tokens")):
-                value = getattr(usage, attr, None)
-                if value is not None:
-                    setattr(state, field, value)
+            delta = event.get("delta")
+            stop_reason = delta.get("stop_reason") if isinstance(delta, dict) else None
+            state.finish_reason = stop_reason or state.finish_reason
+            usage = event.get("usage")
+            if isinstance(usage, dict):
+                # message_delta counts are cumulative; fields it leaves out (null) keep message_start's
+                for field, key in _DELTA_USAGE:
+                    value = usage.get(key)
+                    if value is not None:
+                        setattr(state, field, _common.count(value))
         elif kind == "message_stop":
             state.done = True
         elif kind is None:

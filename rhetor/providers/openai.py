@@ -1,6 +1,9 @@
 """``kind: openai``: the OpenAI Chat Completions API, or any OpenAI-compatible server via ``base_url``.
 
-Requests go through the official SDK's ``AsyncOpenAI`` client, made once per provider. ``max_tokens``
+Requests go through the official SDK's ``AsyncOpenAI`` client, made once per provider on the SDK's aiohttp
+transport (``DefaultAioHttpClient``). The SDK sends them (auth, base URL, retries, status errors, SSE) with
+its generic ``post`` and ``cast_to=object``: answers and stream chunks come back as the decoded JSON dicts,
+without the typed method's params transform and pydantic models, and are read here with ``.get``. ``max_tokens``
 (not ``max_completion_tokens``) is sent so compatible servers (vLLM, llama.cpp, LM Studio...) accept it;
 streams ask for ``stream_options.include_usage`` so the final chunk carries the token counts.
 Cached prompt tokens (``prompt_tokens_details.cached_tokens``) are reported as cache reads and taken
@@ -38,6 +41,12 @@ _httpx2 = _common.lazy_module("httpx2")
 __all__ = ["OpenAIProvider"]
 
 _NO_KEY_NEEDED = "not-needed"  # sent to servers that take no key (the SDK insists on one)
+_PATH = "/chat/completions"
+
+
+def _options() -> dict[str, Any]:
+    """The request options ``chat.completions.create`` gives: the API key as bearer auth, never an admin key."""
+    return {"security": {"bearer_auth": True}}
 
 
 def _classify(exc: Exception, b: Boundary) -> errors.ProviderError | None:
@@ -47,10 +56,8 @@ def _classify(exc: Exception, b: Boundary) -> errors.ProviderError | None:
         message = str(err.get("message") or exc.message)
         too_long = err.get("code") == "context_length_exceeded" or _common.looks_too_long(message)
         return b.status_error(exc.status_code, message, body=body, headers=exc.response.headers, too_long=too_long)
-    if isinstance(exc, _sdk().APITimeoutError | _httpx2().TimeoutException):
-        return b.error(errors.ProviderTimeoutError, "the request timed out")
-    if isinstance(exc, _sdk().APIConnectionError | _httpx2().TransportError):
-        return b.error(errors.ProviderConnectionError, f"connection failed ({type(exc.__cause__ or exc).__name__})")
+    if isinstance(exc, _sdk().APIConnectionError | _httpx2().TransportError):  # APITimeoutError included
+        return _common.transport_error(exc, b, (_sdk().APITimeoutError, _httpx2().TimeoutException))
     if isinstance(exc, _sdk().APIError):  # an error object sent inside a 200 stream
         body = exc.body if isinstance(exc.body, dict) else {}
         kind = f"{body.get('type') or ''} {body.get('code') or ''}"
@@ -71,13 +78,24 @@ def _response_text(response: Any) -> str | None:
 
 
 def _usage(usage: Any) -> Usage:
-    if usage is None:
+    """Rhetor's usage from a ``usage`` object: cached prompt tokens are cache reads, not input."""
+    if not isinstance(usage, dict):
         return Usage()
-    prompt = getattr(usage, "prompt_tokens", 0) or 0
-    details = getattr(usage, "prompt_tokens_details", None)
-    cached = (getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
-    return Usage(input_tokens=max(0, prompt - cached), output_tokens=getattr(usage, "completion_tokens", 0) or 0,
+    prompt = _common.count(usage.get("prompt_tokens"))
+    details = usage.get("prompt_tokens_details")
+    cached = _common.count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    return Usage(input_tokens=max(0, prompt - cached), output_tokens=_common.count(usage.get("completion_tokens")),
                  cache_read_tokens=cached)
+
+
+def _text(holder: Any) -> str:
+    """The ``content`` of a ``message`` or ``delta``: a string, or "" when absent or null."""
+    content = holder.get("content") if isinstance(holder, dict) else None
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        raise _common.MalformedChunk(f"content is a {type(content).__name__}, not a string")
+    return content
 
 
 _map_errors = _common.error_mapper(_classify)
@@ -85,6 +103,7 @@ _map_errors = _common.error_mapper(_classify)
 
 class OpenAIProvider(_common.SDKClient, Provider):
     kind = "openai"
+    _stream_cls: Any = None  # the SDK's AsyncStream[object]: each SSE event as its decoded JSON
 
     def __init__(self, name: str, spec: ProviderSpec, env: Mapping[str, str]) -> None:
         super().__init__(name, spec, env)
@@ -97,10 +116,12 @@ class OpenAIProvider(_common.SDKClient, Provider):
         elif key is None and spec.base_url is None:
             self._unavailable = self._unavailable or "no API key: configure api_key: env:OPENAI_API_KEY"
         if self._unavailable is None:
+            timeout = _common.sdk_timeout(spec.timeouts, _httpx2().Timeout)
             self._client = _sdk().AsyncOpenAI(
-                api_key=key or _NO_KEY_NEEDED, base_url=spec.base_url, max_retries=spec.max_retries,
-                timeout=_common.sdk_timeout(spec.timeouts, _httpx2().Timeout),
+                api_key=key or _NO_KEY_NEEDED, base_url=spec.base_url, max_retries=spec.max_retries, timeout=timeout,
+                http_client=_common.aiohttp_client(_sdk(), timeout),
             )
+            self._stream_cls = _sdk().AsyncStream[object]
 
     def _where(self) -> str:
         return f"OpenAI-compatible API at {self._client.base_url}"
@@ -118,30 +139,33 @@ class OpenAIProvider(_common.SDKClient, Provider):
         return params
 
     async def complete(self, request: ProviderRequest) -> ProviderResult:
-        b = Boundary(self.name, request.model_id, self._secrets, Deadlines(self.spec.timeouts))
+        deadlines = Deadlines(self.spec.timeouts)
+        b = Boundary(self.name, request.model_id, self._secrets, deadlines)
         client = self._ready(b)
         with _map_errors(b):
-            async with asyncio.timeout_at(b.deadlines.first_token if b.deadlines else None):
-                response = await client.chat.completions.create(**self._params(request))
-            choices = getattr(response, "choices", None) or []
-            if not choices:
+            async with asyncio.timeout_at(deadlines.first_token):
+                response = await client.post(_PATH, body=self._params(request), cast_to=object, options=_options())
+            choices = response.get("choices") if isinstance(response, dict) else None
+            if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
                 raise _common.MalformedChunk("the answer has no choices")
-            message = getattr(choices[0], "message", None)
-            return ProviderResult(text=getattr(message, "content", None) or "",
-                                  usage=_usage(getattr(response, "usage", None)),
-                                  finish_reason=getattr(choices[0], "finish_reason", None))
+            choice = choices[0]
+            return ProviderResult(text=_text(choice.get("message")), usage=_usage(response.get("usage")),
+                                  finish_reason=choice.get("finish_reason"))
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta | StreamEnd]:
         state = StreamState()
         deadlines = Deadlines(self.spec.timeouts)
         b = Boundary(self.name, request.model_id, self._secrets, deadlines, state)
         client = self._ready(b)
+        params = self._params(request)
+        params["stream"] = True
+        params["stream_options"] = {"include_usage": True}
         sdk_stream = None
         try:
             with _map_errors(b):
                 async with asyncio.timeout_at(deadlines.next(state.started)):
-                    sdk_stream = await client.chat.completions.create(
-                        **self._params(request), stream=True, stream_options={"include_usage": True})
+                    sdk_stream = await client.post(_PATH, body=params, cast_to=object, options=_options(),
+                                                   stream=True, stream_cls=self._stream_cls)
             async for event in _common.relay(sdk_stream, self._consume, state, deadlines, _map_errors, b,
                                              until_done=False, missing_end="the stream ended before its finish_reason"):
                 yield event
@@ -152,18 +176,22 @@ class OpenAIProvider(_common.SDKClient, Provider):
     @staticmethod
     def _consume(chunk: Any, state: StreamState) -> str:
         """Record a chunk's usage and finish reason; return its text."""
-        usage = getattr(chunk, "usage", None)
+        if not isinstance(chunk, dict):
+            raise _common.MalformedChunk(f"a stream chunk is a {type(chunk).__name__}, not an object")
+        usage = chunk.get("usage")
         if usage is not None:
             counted = _usage(usage)
             state.input_tokens, state.output_tokens = counted.input_tokens, counted.output_tokens
             state.cache_read_tokens = counted.cache_read_tokens
-        choices = getattr(chunk, "choices", None)
+        choices = chunk.get("choices")
         if choices is None:
             raise _common.MalformedChunk("a stream chunk has no choices")
         if not choices:
             return ""
-        choice = choices[0]
-        if getattr(choice, "finish_reason", None):
-            state.finish_reason = choice.finish_reason
-        delta = getattr(choice, "delta", None)
-        return (getattr(delta, "content", None) or "") if delta is not None else ""
+        choice = choices[0] if isinstance(choices, list) else None
+        if not isinstance(choice, dict):
+            raise _common.MalformedChunk("a stream chunk's choices are not a list of objects")
+        finish_reason = choice.get("finish_reason")
+        if finish_reason:
+            state.finish_reason = finish_reason
+        return _text(choice.get("delta"))
