@@ -221,6 +221,12 @@ def render(res: dict[str, Any]) -> str:
     if _rows(res, "anthropic"):
         lines += ["## Through the Anthropic provider (c=16)", "", *_json_table(res, "anthropic"), "",
                   *_stream_table(res, ("anthropic",)), ""]
+    if _rows(res, "offline"):
+        lines += ["## Rhetor alone: offline provider, no SDK, no upstream (c=16)", "",
+                  "The same default pipeline (routing, budget reserve and settle in SQLite, trace, metrics, access log) "
+                  "answered by the `simulated` provider; its streams have fewer chunks than the 20 above. The gap to "
+                  "the rows above is the vendor SDK's share.", "",
+                  *_json_table(res, "offline"), "", *_stream_table(res, ("offline",)), ""]
     paced = _rows(res, "paced")
     if paced:
         lines += ["## Chunk forwarding (20 chunks, 10 ms apart, c=1)", "",

@@ -53,7 +53,7 @@ class Plan:
     groups: frozenset[str]
 
 
-ALL_GROUPS = frozenset({"memory", "json", "sse", "ws", "anthropic", "paced", "rows"})
+ALL_GROUPS = frozenset({"memory", "json", "sse", "ws", "anthropic", "offline", "paced", "rows"})
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -310,6 +310,18 @@ class Bench:
         self.stream_run("anthropic", "POST /stream via Anthropic", "sse", f"{self.gw_url}/stream",
                         {**BODIES["stream"], "task_type": "bench-anthropic"}, "rhetor", c, counter="anthropic_stream")
 
+    def run_offline(self) -> None:
+        """Rhetor alone: the same default pipeline (routing, budget reserve/settle, contexts, trace) answered by
+        the offline ``simulated`` provider: no vendor SDK, no upstream. The difference to the rows above is
+        what the SDK path costs."""
+        c = 16
+        path = self.run_dir / "body-message-offline.json"
+        path.write_text(json.dumps({**BODIES["message"], "task_type": "bench-offline"}), encoding="utf-8")
+        self.bodies["message_offline"] = path
+        self.json_run("offline", "POST /message, offline provider", f"{self.gw_url}/message", "message_offline", c)
+        self.stream_run("offline", "POST /stream, offline provider", "sse", f"{self.gw_url}/stream",
+                        {**BODIES["stream"], "task_type": "bench-offline"}, "rhetor", c)
+
     def run_paced(self) -> None:
         n = self.plan.paced_streams
         cases = [("direct upstream (OpenAI SSE)", "sse", f"{self.up}/v1/chat/completions",
@@ -393,7 +405,8 @@ class Bench:
                 f"{mem['idle_rss_mb']:.1f} MB")
             groups = self.plan.groups
             for group, fn in (("memory", self.run_memory), ("json", self.run_json), ("sse", self.run_sse),
-                              ("ws", self.run_ws), ("anthropic", self.run_anthropic), ("paced", self.run_paced)):
+                              ("ws", self.run_ws), ("anthropic", self.run_anthropic), ("offline", self.run_offline),
+                              ("paced", self.run_paced)):
                 if group in groups:
                     fn()
             mem["end_rss_mb"] = procs.rss_mb(self.gw.pid)
