@@ -38,6 +38,23 @@ async def read_json(proc: asyncio.subprocess.Process) -> Any:
     return json.loads(line)
 
 
+async def until_alone(storage: SqlStorage) -> None:
+    """PostgreSQL: wait until no other session is mid-transaction. A session whose client was killed while it
+    ran a statement or a COMMIT finishes it first (committing spend that was never acknowledged, which is
+    allowed), so reading before then could see the ledger change between two reads."""
+    if storage.kind != "postgres":
+        return  # SQLite has no server side: the killed process's open transaction is gone with it
+    deadline = asyncio.get_running_loop().time() + TIMEOUT_S
+    while True:
+        others = await storage.fetch(
+            "SELECT COUNT(*) AS n FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state <> 'idle'", ())
+        if others[0]["n"] == 0:
+            return
+        assert asyncio.get_running_loop().time() < deadline, "the killed worker's sessions never ended"
+        await asyncio.sleep(0.02)
+
+
 async def test_two_processes_admit_exactly_what_the_budget_affords(durable_url: str, tmp_path: Path) -> None:
     go = tmp_path / "go"
     procs = [await spawn("hammer", durable_url, str(tmp_path), str(go), "300") for _ in range(2)]
@@ -69,6 +86,7 @@ async def test_kill_9_keeps_settled_spend_and_reconcile_frees_the_rest(durable_u
 
     async with open_storage(durable_url, tmp_path) as storage:
         assert isinstance(storage, SqlStorage)
+        await until_alone(storage)
         rows = await storage.fetch("SELECT id, state, amount_nanos, cost_nanos FROM budget_reservations", ())
         by_id = {r["id"]: r for r in rows}
         for rid, cost in printed.items():  # every settle that returned is there, exactly
