@@ -359,6 +359,8 @@ class SDKClient:
 
     _client: Any = None
     _unavailable: str | None = None
+    _stream_cls: Any = None
+    """The SDK's ``AsyncStream[object]``, set with the client."""
 
     def _where(self) -> str:
         """Where requests go, for ``/providers``."""
@@ -377,6 +379,28 @@ class SDKClient:
         if self._client is None:
             raise boundary.error(errors.ProviderUnavailableError, self._unavailable or "not configured")
         return self._client
+
+    async def _post_stream(self, model_id: str, path: str, body: dict[str, Any],
+                           consume: Callable[[Any, StreamState], str], map_errors: Callable[[Boundary], Any], *,
+                           until_done: bool, missing_end: str, **post: Any) -> AsyncIterator[StreamDelta | StreamEnd]:
+        """POST ``body`` to ``path`` as a stream through the SDK (``_stream_cls``: each SSE event as decoded JSON)
+        and ``relay`` its events; the SDK stream is closed however the stream ends."""
+        state = StreamState()
+        deadlines = Deadlines(self.spec.timeouts)  # type: ignore[attr-defined]
+        b = Boundary(self.name, model_id, self._secrets, deadlines, state)  # type: ignore[attr-defined]
+        client = self._ready(b)
+        sdk_stream = None
+        try:
+            with map_errors(b):
+                async with asyncio.timeout_at(deadlines.next(state.started)):
+                    sdk_stream = await client.post(path, body=body, cast_to=object, stream=True,
+                                                   stream_cls=self._stream_cls, **post)
+            async for event in relay(sdk_stream, consume, state, deadlines, map_errors, b,
+                                     until_done=until_done, missing_end=missing_end):
+                yield event
+        finally:
+            if sdk_stream is not None:
+                await sdk_stream.close()
 
 
 def lazy_module(name: str) -> Callable[[], Any]:

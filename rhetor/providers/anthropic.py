@@ -109,7 +109,6 @@ _map_errors = _common.error_mapper(_classify)
 
 class AnthropicProvider(_common.SDKClient, Provider):
     kind = "anthropic"
-    _stream_cls: Any = None  # the SDK's AsyncStream[object]: each SSE event as its decoded JSON
 
     def __init__(self, name: str, spec: ProviderSpec, env: Mapping[str, str]) -> None:
         super().__init__(name, spec, env)
@@ -160,25 +159,10 @@ class AnthropicProvider(_common.SDKClient, Provider):
             return ProviderResult(text=text, usage=_usage(message.get("usage")),
                                   finish_reason=message.get("stop_reason"))
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta | StreamEnd]:
-        state = StreamState()
-        deadlines = Deadlines(self.spec.timeouts)
-        b = Boundary(self.name, request.model_id, self._secrets, deadlines, state)
-        client = self._ready(b)
-        params = self._params(request)
-        params["stream"] = True
-        sdk_stream = None
-        try:
-            with _map_errors(b):
-                async with asyncio.timeout_at(deadlines.next(state.started)):
-                    sdk_stream = await client.post(_PATH, body=params, cast_to=object, stream=True,
-                                                   stream_cls=self._stream_cls)
-            async for event in _common.relay(sdk_stream, self._consume, state, deadlines, _map_errors, b,
-                                             until_done=True, missing_end="the stream ended before message_stop"):
-                yield event
-        finally:
-            if sdk_stream is not None:
-                await sdk_stream.close()
+    def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta | StreamEnd]:
+        body = {**self._params(request), "stream": True}
+        return self._post_stream(request.model_id, _PATH, body, self._consume, _map_errors,
+                                 until_done=True, missing_end="the stream ended before message_stop")
 
     @staticmethod
     def _consume(event: Any, state: StreamState) -> str:
