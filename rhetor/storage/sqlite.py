@@ -4,8 +4,9 @@ Atomicity: every ledger operation is one ``BEGIN IMMEDIATE`` transaction, which 
 lock before reading, so check-then-record cannot interleave with another writer — in this process or in
 another process sharing the file (``busy_timeout`` makes it wait for the lock instead of failing).
 Within the process, an ``asyncio.Lock`` hands the single connection to one transaction at a time. A ledger
-operation runs whole (BEGIN IMMEDIATE, the shared core's statements over the raw ``sqlite3`` connection,
-COMMIT or ROLLBACK) as one call on the connection's thread: one thread round trip, not one per statement.
+operation runs whole (the shared core's statements over the raw ``sqlite3`` connection) in one call on the
+connection's thread, and the operations queued at the same moment share one transaction, each in its own
+savepoint, and one COMMIT (group commit, ``_sqlite_batch``): one thread round trip and one fsync per batch.
 
 Durability: WAL journal with ``synchronous=FULL``: once a commit returns, the spend survives a
 ``kill -9`` and a power cut. The connection lives in aiosqlite's own thread, so no statement (nor
@@ -32,6 +33,7 @@ import aiosqlite
 
 from rhetor.storage import _ledger_core as core
 from rhetor.storage import _rows, migrations
+from rhetor.storage._sqlite_batch import Batcher
 from rhetor.storage.base import StorageError, StorageUnavailableError
 from rhetor.storage.records import BucketKey, BucketTotals, ReservationRow
 from rhetor.storage.sql_content import ContentTx, Dialect
@@ -111,31 +113,14 @@ class _SQLiteTx(core.LedgerTx):
 
 def _drive(coro: Coroutine[Any, Any, _R]) -> _R:
     """Run a coroutine that never suspends (the ledger core over ``_SQLiteTx``, a content operation over
-    ``_SQLiteThreadContentTx``) to completion, synchronously."""
+    ``_SQLiteThreadContentTx``) to completion, synchronously: on the connection's thread, inside the batch's
+    transaction (``_sqlite_batch.run_batch``)."""
     try:
         coro.send(None)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     coro.close()
     raise RuntimeError("a storage operation suspended inside a synchronous SQLite transaction")
-
-
-def _transact(
-    conn: aiosqlite.Connection, op: Callable[[core.LedgerTx], Coroutine[Any, Any, _R]], cancelled: list[bool]
-) -> _R | None:
-    """One whole ledger transaction, run on the connection's thread: BEGIN IMMEDIATE, the core's statements,
-    COMMIT — or ROLLBACK on any error. Nothing is left open whatever happens to the awaiting caller."""
-    if cancelled[0]:
-        return None  # the caller was cancelled before the transaction began: do nothing
-    raw = conn._conn  # noqa: SLF001 (the sqlite3 connection, used on its own thread)
-    raw.execute("BEGIN IMMEDIATE")
-    try:
-        result = _drive(op(_SQLiteTx(raw)))
-        raw.commit()
-    except BaseException:
-        raw.rollback()  # a no-op if no transaction is open (e.g. COMMIT itself failed and closed it)
-        raise
-    return result
 
 
 class _SQLiteThreadContentTx(ContentTx):
@@ -156,27 +141,6 @@ class _SQLiteThreadContentTx(ContentTx):
 
     async def lock(self, key: str) -> None:
         return None  # BEGIN IMMEDIATE holds the database's write lock already
-
-
-def _content_transact(
-    conn: aiosqlite.Connection, op: Callable[[ContentTx], Coroutine[Any, Any, _R]], write: bool, cancelled: list[bool]
-) -> _R | None:
-    """One whole content transaction on the connection's thread: ``BEGIN IMMEDIATE`` … ``COMMIT`` for a
-    write, a deferred ``BEGIN`` (a WAL snapshot) … ``ROLLBACK`` for a read; ``ROLLBACK`` on any error."""
-    if cancelled[0]:
-        return None  # the caller was cancelled before the transaction began: do nothing
-    raw = conn._conn  # noqa: SLF001 (the sqlite3 connection, used on its own thread)
-    raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-    try:
-        result = _drive(op(_SQLiteThreadContentTx(raw)))
-        if write:
-            raw.commit()
-        else:
-            raw.rollback()  # read only: nothing to commit
-    except BaseException:
-        raw.rollback()
-        raise
-    return result
 
 
 class _SQLiteContentTx(ContentTx):
@@ -209,6 +173,7 @@ class SQLiteStorage(SqlStorage):
         self.busy_timeout_s = busy_timeout_s
         self._conn: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._batcher = Batcher(self._lock)
         self._init_repositories()
 
     def describe(self) -> str:
@@ -258,6 +223,8 @@ class SQLiteStorage(SqlStorage):
             log.warning("storage: %s could not switch to WAL (journal mode %s)", self.describe(), mode)
 
     async def close(self) -> None:
+        if self._conn is not None:
+            await self._batcher.wait_idle()  # answer every queued operation first
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
@@ -334,29 +301,18 @@ class SQLiteStorage(SqlStorage):
 
     async def run_content(self, op: Callable[[ContentTx], Coroutine[Any, Any, _R]], *,  # type: ignore[override]
                           write: bool = True) -> _R:
-        """A content operation whole in one call on the connection's thread (as ``run_ledger``): loading a
-        context or the default prompt costs one thread round trip, not one per statement."""
-        async with self._lock:
-            conn = self._connection()
-            cancelled = [False]
-            try:
-                return await conn._execute(_content_transact, conn, op, write, cancelled)  # type: ignore[no-any-return]  # noqa: SLF001
-            except asyncio.CancelledError:
-                cancelled[0] = True
-                raise
+        """A content operation whole in one call on the connection's thread, in a group-committed batch (as
+        ``run_ledger``): loading a context or the default prompt costs no thread round trip per statement."""
+        return await self._batcher.submit(  # type: ignore[no-any-return]
+            self._connection(), lambda raw: _drive(op(_SQLiteThreadContentTx(raw))), write)
 
     async def run_ledger(self, op: Callable[[core.LedgerTx], Coroutine[Any, Any, _R]]) -> _R:  # type: ignore[override]
-        """The whole transaction in one call on the connection's thread: one thread round trip, not one per
-        statement. A caller cancelled while waiting does not stop it (it commits or rolls back as a unit); one
-        cancelled before it starts skips it."""
-        async with self._lock:
-            conn = self._connection()
-            cancelled = [False]
-            try:
-                return await conn._execute(_transact, conn, op, cancelled)  # type: ignore[no-any-return]  # noqa: SLF001
-            except asyncio.CancelledError:
-                cancelled[0] = True
-                raise
+        """The whole ledger operation in one call on the connection's thread, group-committed with the operations
+        queued at the same moment (``_sqlite_batch``): its caller is answered once the batch's COMMIT returned. A
+        caller cancelled while its batch runs does not stop it (the operation commits or rolls back as a unit);
+        one cancelled before its batch begins skips it."""
+        return await self._batcher.submit(  # type: ignore[no-any-return]
+            self._connection(), lambda raw: _drive(op(_SQLiteTx(raw))), True)
 
     async def fetch(self, sql: str, params: Sequence[object]) -> list[Mapping[str, Any]]:
         async with self._read() as conn:

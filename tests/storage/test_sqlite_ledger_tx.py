@@ -14,6 +14,7 @@ import pytest
 
 from rhetor.storage import _rows
 from rhetor.storage import sqlite as sqlite_mod
+from rhetor.storage._sqlite_batch import run_batch
 from rhetor.storage.records import BucketKey, BucketLimit, BucketTotals, ReserveRequest, SettleRequest
 from rhetor.storage.sqlite import SQLiteStorage
 
@@ -71,7 +72,7 @@ async def test_each_ledger_operation_is_one_thread_round_trip(
     ):
         calls.clear()
         await run()
-        assert calls == [sqlite_mod._transact]
+        assert calls == [run_batch]
     assert (await storage.ledger.totals([KEY]))[KEY] == BucketTotals(60, 0)
 
 

@@ -1,0 +1,159 @@
+"""Group commit for SQLite: the operations queued at the same moment share one transaction and one COMMIT.
+
+Every ledger and content operation of ``SQLiteStorage`` is a synchronous function of the raw ``sqlite3``
+connection (``Job.fn``). Callers queue jobs; one drainer task hands everything queued so far to the
+connection's thread as one batch (``run_batch``): ``BEGIN IMMEDIATE``, then each job inside its own
+``SAVEPOINT`` (a job that fails is rolled back alone and gets its error), then one ``COMMIT``. No caller is
+answered before that COMMIT returns, so what a caller was told is durable is durable (``synchronous=FULL``)
+exactly as with one transaction per operation; under concurrency the fsync, the BEGIN/COMMIT and the thread
+round trip are paid once per batch instead of once per operation.
+
+A job whose caller was cancelled before its batch began is skipped; one already running completes with its
+batch (its caller is just not told). When the transaction itself is lost (COMMIT fails, an I/O error makes
+SQLite roll everything back), every job of the batch gets the error: none of them was committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import aiosqlite
+
+__all__ = ["MAX_BATCH", "Batcher", "Job", "run_batch"]
+
+MAX_BATCH = 64
+"""At most this many operations share a transaction (bounds how long one batch holds the write lock)."""
+
+_SAVEPOINT = "SAVEPOINT rhetor_op"
+_RELEASE = "RELEASE rhetor_op"
+_ROLLBACK_TO = "ROLLBACK TO rhetor_op"
+
+
+class Job:
+    """One storage operation waiting for its batch. ``fn`` runs on the connection's thread."""
+
+    __slots__ = ("cancelled", "error", "fn", "future", "ok", "value", "write")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], write: bool, future: asyncio.Future[Any]) -> None:
+        self.fn = fn
+        self.write = write
+        self.future = future
+        self.cancelled = False  # set on the loop when the caller gives up; read on the thread before running fn
+        self.ok = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class TransactionLost(sqlite3.OperationalError):
+    """SQLite ended the batch's transaction by itself (after an I/O error, a full disk...): nothing committed."""
+
+
+def run_batch(conn: aiosqlite.Connection, batch: list[Job]) -> None:
+    """Run ``batch`` in one transaction on the connection's thread; each job's outcome goes into the job.
+
+    Raises (after ``ROLLBACK``) when the transaction as a whole failed: then no job was committed.
+    """
+    live = [job for job in batch if not job.cancelled]
+    if not live:
+        return
+    raw = conn._conn  # noqa: SLF001 (the sqlite3 connection, used on its own thread)
+    write = any(job.write for job in live)
+    raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    try:
+        if len(live) == 1:  # alone in its transaction: its error rolls the transaction back
+            live[0].value, live[0].ok = live[0].fn(raw), True
+        else:
+            for job in live:
+                _run_in_savepoint(raw, job)
+        if write:
+            raw.commit()
+        else:
+            raw.rollback()  # reads only: nothing to commit
+    except BaseException:
+        raw.rollback()  # a no-op when SQLite already ended the transaction
+        raise
+
+
+def _run_in_savepoint(raw: sqlite3.Connection, job: Job) -> None:
+    raw.execute(_SAVEPOINT)
+    try:
+        job.value = job.fn(raw)
+    except Exception as exc:  # noqa: BLE001 - the job's own failure: rolled back alone and handed to its caller
+        if not raw.in_transaction:
+            raise TransactionLost(f"the transaction was lost: {exc}") from exc
+        raw.execute(_ROLLBACK_TO)
+        raw.execute(_RELEASE)
+        job.error = exc
+        return
+    raw.execute(_RELEASE)
+    job.ok = True
+
+
+class Batcher:
+    """Queues jobs and drains them in batches on ``conn``'s thread, one batch at a time under ``lock`` (which
+    the storage's other uses of the connection also take)."""
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self._lock = lock
+        self._queue: list[Job] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def submit(self, conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], Any], write: bool) -> Any:
+        loop = asyncio.get_running_loop()
+        job = Job(fn, write, loop.create_future())
+        self._queue.append(job)
+        if self._drainer is None:
+            self._drainer = loop.create_task(self._drain(conn))
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            job.cancelled = True  # skipped unless its batch already began
+            raise
+
+    async def wait_idle(self) -> None:
+        """Wait until every queued job was answered (before the connection closes)."""
+        while self._drainer is not None:
+            await asyncio.shield(self._drainer)
+
+    async def _drain(self, conn: aiosqlite.Connection) -> None:
+        try:
+            while self._queue:
+                batch = self._queue[:MAX_BATCH]
+                del self._queue[:MAX_BATCH]
+                try:
+                    async with self._lock:
+                        await conn._execute(run_batch, conn, batch)  # noqa: SLF001
+                except BaseException as exc:
+                    _fail(batch, exc)  # the transaction failed as a whole: every caller gets the error
+                    if not isinstance(exc, Exception):
+                        raise  # cancelled (the loop is shutting down): fail the rest in finally
+                    continue
+                _answer(batch)
+        finally:
+            self._drainer = None
+            rest, self._queue = self._queue, []
+            _fail(rest, RuntimeError("SQLite storage stopped before this operation ran"))
+
+
+def _answer(batch: list[Job]) -> None:
+    for job in batch:
+        if job.future.done():
+            continue  # its caller was cancelled
+        if job.ok:
+            job.future.set_result(job.value)
+        elif job.error is not None:
+            job.future.set_exception(job.error)
+        else:  # cancelled before the batch began, then its future was not cancelled: cannot happen
+            job.future.set_exception(RuntimeError("a storage operation was skipped"))
+
+
+def _fail(jobs: list[Job], exc: BaseException) -> None:
+    for job in jobs:
+        if not job.future.done():
+            if isinstance(exc, asyncio.CancelledError):
+                job.future.cancel()
+            else:
+                job.future.set_exception(exc)

@@ -1,0 +1,145 @@
+"""SQLite group commit: operations queued together share one transaction (and one COMMIT), each in its own
+savepoint, and no caller hears back before that COMMIT."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rhetor.storage import StoredMessageIn, _sqlite_batch
+from rhetor.storage import sqlite as sqlite_mod
+from rhetor.storage.records import BucketTotals
+from rhetor.storage.sql_content import ContentTx
+from rhetor.storage.sqlite import SQLiteStorage
+from tests.storage.test_sqlite_ledger_tx import KEY, _reserve, _settle
+
+
+@pytest.fixture
+async def storage(tmp_path: Path) -> AsyncIterator[SQLiteStorage]:
+    st = SQLiteStorage(tmp_path / "group.sqlite3")
+    await st.start()
+    try:
+        yield st
+    finally:
+        await st.close()
+
+
+def _raw(storage: SQLiteStorage) -> sqlite3.Connection:
+    return storage._connection()._conn  # type: ignore[no-any-return]  # noqa: SLF001
+
+
+async def _trace(storage: SQLiteStorage) -> list[str]:
+    """Every statement the connection runs from now on (SQLite's own trace callback, on its thread)."""
+    seen: list[str] = []
+    conn = storage._connection()  # noqa: SLF001
+    await conn._execute(_raw(storage).set_trace_callback, seen.append)  # noqa: SLF001
+    return seen
+
+
+def _hold_first(monkeypatch: pytest.MonkeyPatch, rid: str, seconds: float = 0.3) -> None:
+    """Reservation ``rid`` sleeps on the SQLite thread, inside its transaction: what is submitted meanwhile queues."""
+    real = sqlite_mod._SQLiteTx.insert_reservation
+
+    async def slow(self: Any, row: Any) -> None:
+        if row.id == rid:
+            time.sleep(seconds)
+        await real(self, row)
+
+    monkeypatch.setattr(sqlite_mod._SQLiteTx, "insert_reservation", slow)
+
+
+async def test_operations_queued_together_share_one_transaction(
+    storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _hold_first(monkeypatch, "first")
+    seen = await _trace(storage)
+    first = asyncio.create_task(storage.ledger.reserve(_reserve("first", 10)))
+    await asyncio.sleep(0.05)  # "first" runs alone; the next twelve queue behind it
+    rest = [asyncio.create_task(storage.ledger.reserve(_reserve(f"r{i}", 10))) for i in range(12)]
+    outcomes = await asyncio.gather(first, *rest)
+    assert all(o.admitted for o in outcomes)
+    assert [s for s in seen if s.startswith(("BEGIN", "COMMIT"))] == ["BEGIN IMMEDIATE", "COMMIT"] * 2
+    assert sum(s.startswith("SAVEPOINT") for s in seen) == 12  # one per operation of the shared batch
+    assert (await storage.ledger.totals([KEY]))[KEY] == BucketTotals(0, 130)
+    # settling all of them concurrently is exact too
+    ids = ["first"] + [f"r{i}" for i in range(12)]
+    settled = await asyncio.gather(*(storage.ledger.settle(_settle(r, 7)) for r in ids))
+    assert [(s.reservation.state, s.already_settled) for s in settled] == [("settled", False)] * 13
+    assert (await storage.ledger.totals([KEY]))[KEY] == BucketTotals(91, 0)
+
+
+async def test_a_failing_operation_is_rolled_back_alone_and_the_rest_of_its_batch_commits(
+    storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _hold_first(monkeypatch, "a")
+    real = sqlite_mod._SQLiteTx.insert_reservation
+
+    async def failing(self: Any, row: Any) -> None:
+        if row.id == "c":  # after its buckets were updated: the savepoint must undo that
+            raise RuntimeError("disk on fire")
+        await real(self, row)
+
+    first = asyncio.create_task(storage.ledger.reserve(_reserve("a")))
+    await asyncio.sleep(0.05)
+    monkeypatch.setattr(sqlite_mod._SQLiteTx, "insert_reservation", failing)
+    queued = [asyncio.create_task(storage.ledger.reserve(_reserve(r))) for r in "bcd"]
+    results = await asyncio.gather(first, *queued, return_exceptions=True)
+    monkeypatch.undo()
+    seen = [type(r).__name__ if isinstance(r, BaseException) else r.admitted for r in results]
+    assert seen == [True, True, "RuntimeError", True]
+    assert [await storage.ledger.get(r) is not None for r in "abcd"] == [True, True, False, True]
+    assert (await storage.ledger.totals([KEY]))[KEY] == BucketTotals(0, 300)
+    assert not _raw(storage).in_transaction
+
+
+async def test_a_batch_whose_transaction_is_lost_fails_every_operation_in_it(
+    storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When SQLite ends the transaction itself (as after an I/O error), nothing of the batch was committed, so
+    no caller of the batch may be told its operation succeeded."""
+    _hold_first(monkeypatch, "a")
+
+    async def lose_the_transaction(tx: ContentTx) -> None:
+        await tx.execute("ROLLBACK")
+        raise sqlite3.OperationalError("disk I/O error")
+
+    first = asyncio.create_task(storage.ledger.reserve(_reserve("a")))
+    await asyncio.sleep(0.05)
+    queued = [
+        asyncio.create_task(storage.ledger.reserve(_reserve("b"))),
+        asyncio.create_task(storage.run_content(lose_the_transaction)),
+        asyncio.create_task(storage.ledger.reserve(_reserve("c"))),
+    ]
+    results = await asyncio.gather(first, *queued, return_exceptions=True)
+    assert results[0].admitted
+    assert all(isinstance(r, _sqlite_batch.TransactionLost) for r in results[1:]), results
+    assert [await storage.ledger.get(r) is not None for r in "abc"] == [True, False, False]
+    assert (await storage.ledger.totals([KEY]))[KEY] == BucketTotals(0, 100)
+    assert not _raw(storage).in_transaction
+    assert (await storage.ledger.reserve(_reserve("d"))).admitted  # the storage goes on
+
+
+async def test_a_read_alone_runs_in_a_snapshot_that_commits_nothing(storage: SQLiteStorage) -> None:
+    await storage.contexts.append("c:1", [StoredMessageIn("user", "hi", 2)])
+    seen = await _trace(storage)
+    ctx = await storage.contexts.load("c:1")
+    assert ctx is not None and [m.content for m in ctx.messages] == ["hi"]
+    assert [s for s in seen if s.startswith(("BEGIN", "COMMIT", "ROLLBACK"))] == ["BEGIN", "ROLLBACK"]
+
+
+async def test_close_answers_every_queued_operation_and_they_survive_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "close.sqlite3"
+    st = SQLiteStorage(path)
+    await st.start()
+    pending = [asyncio.create_task(st.ledger.reserve(_reserve(f"x{i}", 5))) for i in range(20)]
+    await asyncio.sleep(0)  # all queued, none answered yet
+    await st.close()
+    assert all(t.done() and t.result().admitted for t in pending)
+    async with SQLiteStorage(path) as again:
+        assert (await again.ledger.totals([KEY]))[KEY] == BucketTotals(0, 100)
