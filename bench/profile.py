@@ -33,6 +33,7 @@ SCENARIOS = {  # name: (path, body, tool, sse kind)
     "stream": ("/stream", "stream", "sse", "rhetor"),
     "v1-stream": ("/v1/chat/completions", "v1_stream", "sse", "openai"),
     "ws": ("/ws", "ws", "ws", "rhetor"),
+    "offline": ("/message", "message_offline", "wrk", None),  # the simulated provider: Rhetor without an SDK
 }
 
 
@@ -189,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             scenario = "message" if scenario == "v1" else "stream"
         path, body, tool, kind = SCENARIOS[scenario]
         body_file = run_dir / "body.json"
-        body_file.write_text(json.dumps(BODIES[body]), encoding="utf-8")
+        payload = {**BODIES["message"], "task_type": "bench-offline"} if body == "message_offline" else BODIES[body]
+        body_file.write_text(json.dumps(payload), encoding="utf-8")
         url = (f"ws://127.0.0.1:{gw_port}" if tool == "ws" else base) + path
         span = 2 * args.duration + 10
         log(f"load: {scenario} ({url}) at c={args.concurrency} for up to {span:.0f} s; warming up 3 s")
