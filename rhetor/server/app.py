@@ -162,7 +162,8 @@ def create_app(engine: Engine, *, settings: ServerSettings | None = None, config
         state=State({"rhetor": rhetor_state, "metrics": metrics, "reloader": reloader,
                      "auth_enabled": bool(settings.api_keys)}),
         lifespan=[lifespan],
-        middleware=[ObserveMiddleware(metrics), AuthMiddleware(settings.api_keys)],
+        # No keys, no auth layer: one less middleware wrapped around every request.
+        middleware=[ObserveMiddleware(metrics), *([AuthMiddleware(settings.api_keys)] if settings.api_keys else [])],
         cors_config=cors,
         exception_handlers={
             RhetorError: _rhetor_error,
