@@ -12,8 +12,9 @@ Durability: WAL journal with ``synchronous=FULL``: once a commit returns, the sp
 ``kill -9`` and a power cut. The connection lives in aiosqlite's own thread, so no statement (nor
 waiting for another process's lock) ever blocks the event loop.
 
-The content repositories use the same ``BEGIN IMMEDIATE`` transactions for writes, and a deferred
-``BEGIN`` (a consistent WAL snapshot that never blocks writers) for multi-statement reads. Foreign keys
+The content repositories' operations join the same batches. A batch of reads only runs in a deferred
+``BEGIN`` (a consistent WAL snapshot that never blocks writers); a read batched with writes runs inside
+their ``BEGIN IMMEDIATE`` transaction, after the operations queued before it. Foreign keys
 are enabled on the connection, so deleting a context cascades to its messages and summary.
 """
 
@@ -125,7 +126,7 @@ def _drive(coro: Coroutine[Any, Any, _R]) -> _R:
 
 class _SQLiteThreadContentTx(ContentTx):
     """The content primitives over the raw ``sqlite3`` connection, on the connection's own thread (see
-    ``_content_transact``). The methods are ``async`` for the repositories but never suspend."""
+    ``_sqlite_batch.run_batch``). The methods are ``async`` for the repositories but never suspend."""
 
     def __init__(self, raw: sqlite3.Connection) -> None:
         self._c = raw
