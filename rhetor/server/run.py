@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import logging.handlers
 import os
@@ -71,6 +72,12 @@ def serve(config_dir: Path, *, host: str, port: int) -> int:
     listener = _configure_logging()
     try:
         app = create_app(engine, settings=settings, config_dir=config_dir, env=dict(os.environ))
+        # Everything built so far (modules, the SDKs' types, the compiled engine) lives as long as the
+        # process: move it out of the collector's reach, so a full collection under load scans only what
+        # requests created. Without this, gen-2 collections stalled the event loop for tens of ms (the
+        # benchmark's p99 at c=16: ~140 ms -> ~35 ms).
+        gc.collect()
+        gc.freeze()
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                     timeout_graceful_shutdown=int(settings.drain_seconds))
     finally:
