@@ -8,6 +8,12 @@ answered before that COMMIT returns, so what a caller was told is durable is dur
 exactly as with one transaction per operation; under concurrency the fsync, the BEGIN/COMMIT and the thread
 round trip are paid once per batch instead of once per operation.
 
+Not every operation needs its own fsync. A job that is not ``durable`` (a budget reservation or its release:
+after a crash, reconciliation would release it anyway) is committed with ``synchronous=NORMAL`` when its batch
+holds no durable write: visible to every connection at once and kept through a ``kill -9`` (the WAL is in the
+OS's cache), only a power cut can lose it. A batch holding a durable write (spend, conversations, templates,
+prompts) commits with ``synchronous=FULL``, whose fsync of the WAL also makes every earlier commit durable.
+
 A job whose caller was cancelled before its batch began is skipped; one already running completes with its
 batch (its caller is just not told). When the transaction itself is lost (COMMIT fails, an I/O error makes
 SQLite roll everything back), every job of the batch gets the error: none of them was committed.
@@ -22,7 +28,7 @@ from typing import Any
 
 import aiosqlite
 
-__all__ = ["MAX_BATCH", "Batcher", "Job", "run_batch"]
+__all__ = ["MAX_BATCH", "Batcher", "Job", "SyncLevel", "run_batch"]
 
 MAX_BATCH = 64
 """At most this many operations share a transaction (bounds how long one batch holds the write lock)."""
@@ -35,11 +41,13 @@ _ROLLBACK_TO = "ROLLBACK TO rhetor_op"
 class Job:
     """One storage operation waiting for its batch. ``fn`` runs on the connection's thread."""
 
-    __slots__ = ("cancelled", "error", "fn", "future", "ok", "value", "write")
+    __slots__ = ("cancelled", "durable", "error", "fn", "future", "ok", "value", "write")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any], write: bool, future: asyncio.Future[Any]) -> None:
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], write: bool, future: asyncio.Future[Any],
+                 durable: bool = True) -> None:
         self.fn = fn
         self.write = write
+        self.durable = durable  # its commit must reach the disk (fsync) before its caller hears back
         self.future = future
         self.cancelled = False  # set on the loop when the caller gives up; read on the thread before running fn
         self.ok = False
@@ -51,7 +59,21 @@ class TransactionLost(sqlite3.OperationalError):
     """SQLite ended the batch's transaction by itself (after an I/O error, a full disk...): nothing committed."""
 
 
-def run_batch(conn: aiosqlite.Connection, batch: list[Job]) -> None:
+class SyncLevel:
+    """The connection's ``PRAGMA synchronous``, as last set (only touched on the connection's thread)."""
+
+    __slots__ = ("full",)
+
+    def __init__(self) -> None:
+        self.full = True  # SQLiteStorage.start sets FULL
+
+    def set(self, raw: sqlite3.Connection, full: bool) -> None:
+        if full != self.full:
+            raw.execute("PRAGMA synchronous = FULL" if full else "PRAGMA synchronous = NORMAL")
+            self.full = full
+
+
+def run_batch(conn: aiosqlite.Connection, batch: list[Job], sync: SyncLevel | None = None) -> None:
     """Run ``batch`` in one transaction on the connection's thread; each job's outcome goes into the job.
 
     Raises (after ``ROLLBACK``) when the transaction as a whole failed: then no job was committed.
@@ -61,6 +83,8 @@ def run_batch(conn: aiosqlite.Connection, batch: list[Job]) -> None:
         return
     raw = conn._conn  # noqa: SLF001 (the sqlite3 connection, used on its own thread)
     write = any(job.write for job in live)
+    if write and sync is not None:
+        sync.set(raw, any(job.durable for job in live if job.write))
     raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
     try:
         if len(live) == 1:  # alone in its transaction: its error rolls the transaction back
@@ -96,14 +120,16 @@ class Batcher:
     """Queues jobs and drains them in batches on ``conn``'s thread, one batch at a time under ``lock`` (which
     the storage's other uses of the connection also take)."""
 
-    def __init__(self, lock: asyncio.Lock) -> None:
+    def __init__(self, lock: asyncio.Lock, sync: SyncLevel) -> None:
         self._lock = lock
+        self._sync = sync
         self._queue: list[Job] = []
         self._drainer: asyncio.Task[None] | None = None
 
-    async def submit(self, conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], Any], write: bool) -> Any:
+    async def submit(self, conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], Any], write: bool,
+                     durable: bool = True) -> Any:
         loop = asyncio.get_running_loop()
-        job = Job(fn, write, loop.create_future())
+        job = Job(fn, write, loop.create_future(), durable)
         self._queue.append(job)
         if self._drainer is None:
             self._drainer = loop.create_task(self._drain(conn))
@@ -125,7 +151,7 @@ class Batcher:
                 del self._queue[:MAX_BATCH]
                 try:
                     async with self._lock:
-                        await conn._execute(run_batch, conn, batch)  # noqa: SLF001
+                        await conn._execute(run_batch, conn, batch, self._sync)  # noqa: SLF001
                 except BaseException as exc:
                     _fail(batch, exc)  # the transaction failed as a whole: every caller gets the error
                     if not isinstance(exc, Exception):

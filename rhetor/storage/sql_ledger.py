@@ -90,8 +90,12 @@ class SqlStorage(Storage):
         this or overrides ``run_ledger`` (SQLite runs the whole transaction in one call on its thread)."""
         raise NotImplementedError(f"{type(self).__name__} provides neither ledger_tx nor run_ledger")
 
-    async def run_ledger(self, op: Callable[[core.LedgerTx], Awaitable[_R]]) -> _R:
-        """Run ``op`` in one ledger transaction, retried from the start after a ``retryable`` error."""
+    async def run_ledger(self, op: Callable[[core.LedgerTx], Awaitable[_R]], *, durable: bool = True) -> _R:
+        """Run ``op`` in one ledger transaction, retried from the start after a ``retryable`` error.
+
+        ``durable=False`` marks an operation whose loss in a power cut is harmless (a reservation, a release:
+        reconciliation releases them after a crash anyway); a backend may then commit it without waiting
+        for the disk (SQLite does). Spend is always ``durable``."""
         for attempt in range(1, self.attempts + 1):
             try:
                 async with self.ledger_tx() as tx:
@@ -120,17 +124,17 @@ class SqlLedger(LedgerRepository):
     def __init__(self, storage: SqlStorage) -> None:
         self._s = storage
 
-    async def _run(self, op: Callable[[core.LedgerTx], Awaitable[_R]]) -> _R:
-        return await self._s.run_ledger(op)
+    async def _run(self, op: Callable[[core.LedgerTx], Awaitable[_R]], *, durable: bool = True) -> _R:
+        return await self._s.run_ledger(op, durable=durable)
 
     async def reserve(self, request: ReserveRequest) -> ReserveOutcome:
-        return await self._run(lambda tx: core.reserve(tx, request))
+        return await self._run(lambda tx: core.reserve(tx, request), durable=False)
 
     async def settle(self, request: SettleRequest) -> SettleOutcome:
         return await self._run(lambda tx: core.settle(tx, request))
 
     async def release(self, reservation_id: str, at: datetime) -> bool:
-        return await self._run(lambda tx: core.release(tx, reservation_id, at))
+        return await self._run(lambda tx: core.release(tx, reservation_id, at), durable=False)
 
     async def expire(self, now: datetime, limit: int = 1000) -> list[str]:
         return await self._run(lambda tx: core.expire(tx, now, limit))

@@ -9,7 +9,9 @@ connection's thread, and the operations queued at the same moment share one tran
 savepoint, and one COMMIT (group commit, ``_sqlite_batch``): one thread round trip and one fsync per batch.
 
 Durability: WAL journal with ``synchronous=FULL``: once a commit returns, the spend survives a
-``kill -9`` and a power cut. The connection lives in aiosqlite's own thread, so no statement (nor
+``kill -9`` and a power cut. Reservations and releases alone commit without the fsync (``synchronous=NORMAL``,
+see ``_sqlite_batch``): they survive a ``kill -9``, and a power cut loses at most what reconciliation would
+have released anyway. The connection lives in aiosqlite's own thread, so no statement (nor
 waiting for another process's lock) ever blocks the event loop.
 
 The content repositories' operations join the same batches. A batch of reads only runs in a deferred
@@ -34,7 +36,7 @@ import aiosqlite
 
 from rhetor.storage import _ledger_core as core
 from rhetor.storage import _rows, migrations
-from rhetor.storage._sqlite_batch import Batcher
+from rhetor.storage._sqlite_batch import Batcher, SyncLevel
 from rhetor.storage.base import StorageError, StorageUnavailableError
 from rhetor.storage.records import BucketKey, BucketTotals, ReservationRow
 from rhetor.storage.sql_content import ContentTx, Dialect
@@ -174,7 +176,8 @@ class SQLiteStorage(SqlStorage):
         self.busy_timeout_s = busy_timeout_s
         self._conn: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
-        self._batcher = Batcher(self._lock)
+        self._sync = SyncLevel()  # what PRAGMA synchronous is now (FULL, or NORMAL for a non-durable batch)
+        self._batcher = Batcher(self._lock, self._sync)
         self._init_repositories()
 
     def describe(self) -> str:
@@ -194,6 +197,7 @@ class SQLiteStorage(SqlStorage):
             await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
             await self._enable_wal(conn)
             await conn.execute("PRAGMA synchronous = FULL")
+            self._sync.full = True
             await conn.execute("PRAGMA foreign_keys = ON")
             await self._migrate()
         except sqlite3.Error as exc:
@@ -272,6 +276,7 @@ class SQLiteStorage(SqlStorage):
         async with self._lock:
             conn = self._connection()
             try:
+                await conn._execute(self._sync.set, conn._conn, True)  # noqa: SLF001 (what commits here is durable)
                 await conn.execute("BEGIN IMMEDIATE")
                 yield conn
                 await conn.commit()
@@ -307,13 +312,15 @@ class SQLiteStorage(SqlStorage):
         return await self._batcher.submit(  # type: ignore[no-any-return]
             self._connection(), lambda raw: _drive(op(_SQLiteThreadContentTx(raw))), write)
 
-    async def run_ledger(self, op: Callable[[core.LedgerTx], Coroutine[Any, Any, _R]]) -> _R:  # type: ignore[override]
+    async def run_ledger(self, op: Callable[[core.LedgerTx], Coroutine[Any, Any, _R]], *,  # type: ignore[override]
+                         durable: bool = True) -> _R:
         """The whole ledger operation in one call on the connection's thread, group-committed with the operations
-        queued at the same moment (``_sqlite_batch``): its caller is answered once the batch's COMMIT returned. A
-        caller cancelled while its batch runs does not stop it (the operation commits or rolls back as a unit);
-        one cancelled before its batch begins skips it."""
+        queued at the same moment (``_sqlite_batch``): its caller is answered once the batch's COMMIT returned
+        (with an fsync unless no operation of the batch is ``durable``). A caller cancelled while its batch runs
+        does not stop it (the operation commits or rolls back as a unit); one cancelled before its batch begins
+        skips it."""
         return await self._batcher.submit(  # type: ignore[no-any-return]
-            self._connection(), lambda raw: _drive(op(_SQLiteTx(raw))), True)
+            self._connection(), lambda raw: _drive(op(_SQLiteTx(raw))), True, durable)
 
     async def fetch(self, sql: str, params: Sequence[object]) -> list[Mapping[str, Any]]:
         async with self._read() as conn:

@@ -143,3 +143,54 @@ async def test_close_answers_every_queued_operation_and_they_survive_a_reopen(tm
     assert all(t.done() and t.result().admitted for t in pending)
     async with SQLiteStorage(path) as again:
         assert (await again.ledger.totals([KEY]))[KEY] == BucketTotals(0, 100)
+
+
+def _sync_and_tx(seen: list[str]) -> list[str]:
+    return [s for s in seen if s.startswith(("PRAGMA synchronous", "BEGIN", "COMMIT"))]
+
+
+async def _synchronous(storage: SQLiteStorage) -> int:
+    async with storage._read() as conn:  # noqa: SLF001
+        return int(next(iter(await conn.execute_fetchall("PRAGMA synchronous")))[0])
+
+
+async def test_only_reservations_and_releases_skip_the_fsync(storage: SQLiteStorage) -> None:
+    """A reservation (or its release) alone commits with synchronous=NORMAL: kept through a kill -9, and after
+    a power cut reconciliation would have released it anyway. Spend and conversations commit with FULL."""
+    seen = await _trace(storage)
+    assert (await storage.ledger.reserve(_reserve("a"))).admitted
+    assert _sync_and_tx(seen) == ["PRAGMA synchronous = NORMAL", "BEGIN IMMEDIATE", "COMMIT"]
+    assert await _synchronous(storage) == 1  # NORMAL
+    seen.clear()
+    await storage.ledger.settle(_settle("a"))
+    assert _sync_and_tx(seen) == ["PRAGMA synchronous = FULL", "BEGIN IMMEDIATE", "COMMIT"]
+    assert await _synchronous(storage) == 2  # FULL
+    seen.clear()
+    await storage.ledger.reserve(_reserve("b"))
+    assert await storage.ledger.release("b", _reserve("b").created_at)
+    await storage.contexts.append("c:1", [StoredMessageIn("user", "hi", 2)])
+    assert _sync_and_tx(seen) == ["PRAGMA synchronous = NORMAL", "BEGIN IMMEDIATE", "COMMIT",
+                                  "BEGIN IMMEDIATE", "COMMIT",
+                                  "PRAGMA synchronous = FULL", "BEGIN IMMEDIATE", "COMMIT"]
+
+
+async def test_a_batch_holding_spend_commits_with_the_fsync(storage: SQLiteStorage,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    await storage.ledger.reserve(_reserve("s"))
+    _hold_first(monkeypatch, "a")
+    seen = await _trace(storage)
+    first = asyncio.create_task(storage.ledger.reserve(_reserve("a")))
+    await asyncio.sleep(0.05)  # "a" runs alone (no fsync); a reservation and a settlement queue behind it
+    queued = [asyncio.create_task(storage.ledger.reserve(_reserve("b"))),
+              asyncio.create_task(storage.ledger.settle(_settle("s")))]
+    await asyncio.gather(first, *queued)
+    assert _sync_and_tx(seen) == ["BEGIN IMMEDIATE", "COMMIT", "PRAGMA synchronous = FULL", "BEGIN IMMEDIATE", "COMMIT"]
+    assert sum(s.startswith("SAVEPOINT") for s in seen) == 2  # both in the second batch
+    assert (await storage.ledger.totals([KEY]))[KEY] == BucketTotals(60, 200)
+
+
+async def test_schema_changes_and_plain_transactions_commit_with_the_fsync(storage: SQLiteStorage) -> None:
+    await storage.ledger.reserve(_reserve("a"))  # leaves the connection at NORMAL
+    async with storage.transaction() as conn:
+        await conn.execute("CREATE TABLE scratch (x INTEGER)")
+    assert await _synchronous(storage) == 2
