@@ -28,6 +28,8 @@ from typing import Any
 
 import aiosqlite
 
+from rhetor.storage.base import StorageError
+
 __all__ = ["MAX_BATCH", "Batcher", "Job", "SyncLevel", "run_batch"]
 
 MAX_BATCH = 64
@@ -161,7 +163,7 @@ class Batcher:
         finally:
             self._drainer = None
             rest, self._queue = self._queue, []
-            _fail(rest, RuntimeError("SQLite storage stopped before this operation ran"))
+            _fail(rest, StorageError("SQLite storage stopped before this operation ran"))
 
 
 def _answer(batch: list[Job]) -> None:

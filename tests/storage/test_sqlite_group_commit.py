@@ -14,6 +14,7 @@ import pytest
 
 from rhetor.storage import StoredMessageIn, _sqlite_batch
 from rhetor.storage import sqlite as sqlite_mod
+from rhetor.storage.base import StorageError
 from rhetor.storage.records import BucketTotals
 from rhetor.storage.sql_content import ContentTx
 from rhetor.storage.sqlite import SQLiteStorage
@@ -194,3 +195,22 @@ async def test_schema_changes_and_plain_transactions_commit_with_the_fsync(stora
     async with storage.transaction() as conn:
         await conn.execute("CREATE TABLE scratch (x INTEGER)")
     assert await _synchronous(storage) == 2
+
+
+async def test_operations_still_queued_when_the_drainer_is_cancelled_fail_with_a_storage_error(
+    storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As when the loop shuts down under load: nobody waits forever, and what never ran says so."""
+    _hold_first(monkeypatch, "a")
+    first = asyncio.create_task(storage.ledger.reserve(_reserve("a")))
+    await asyncio.sleep(0.05)
+    queued = asyncio.create_task(storage.ledger.reserve(_reserve("b")))
+    await asyncio.sleep(0)
+    storage._batcher._drainer.cancel()  # type: ignore[union-attr]  # noqa: SLF001
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    with pytest.raises(StorageError, match="stopped before this operation ran"):
+        await queued
+    await asyncio.sleep(0.4)  # "a" itself completes on the thread as a unit
+    assert await storage.ledger.get("b") is None
+    assert (await storage.ledger.reserve(_reserve("c"))).admitted  # a new drainer serves what comes next
