@@ -75,7 +75,7 @@ class SyncLevel:
             self.full = full
 
 
-def run_batch(conn: aiosqlite.Connection, batch: list[Job], sync: SyncLevel | None = None) -> None:
+def run_batch(conn: aiosqlite.Connection, batch: list[Job], sync: SyncLevel) -> None:
     """Run ``batch`` in one transaction on the connection's thread; each job's outcome goes into the job.
 
     Raises (after ``ROLLBACK``) when the transaction as a whole failed: then no job was committed.
@@ -85,7 +85,7 @@ def run_batch(conn: aiosqlite.Connection, batch: list[Job], sync: SyncLevel | No
         return
     raw = conn._conn  # noqa: SLF001 (the sqlite3 connection, used on its own thread)
     write = any(job.write for job in live)
-    if write and sync is not None:
+    if write:  # an fsync on COMMIT unless every write of the batch may do without
         sync.set(raw, any(job.durable for job in live if job.write))
     raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
     try:
