@@ -84,7 +84,7 @@ class ContextLoadStage(Stage, _NeedsStorage):
         if not options.context_id:
             return StageResult({"conversation": base}, decision="no context", why="the request has no context_id")
         contexts = self._contexts()
-        record = await contexts.load(options.context_id)
+        record = await contexts.history(options.context_id)
         ttl = expiry_for(self.config, options.component or (record.component if record else None))
         if record is not None and ttl is not None:
             last = record.last_activity if record.last_activity.tzinfo else record.last_activity.replace(tzinfo=UTC)
@@ -97,7 +97,7 @@ class ContextLoadStage(Stage, _NeedsStorage):
                                why=f"{options.context_id} not stored yet")
         summary = record.summary
         upto = summary.upto_seq if summary else 0
-        history = tuple(Turn(m.role, m.content, m.tokens, m.seq) for m in record.messages if m.seq > upto)
+        history = tuple(Turn(role, content, tokens, seq) for seq, role, content, tokens in record.messages)
         conversation = Conversation(options.context_id, base.system, history, base.new,
                                     summary.text if summary else None, upto, summary.tokens if summary else 0)
         why = f"{len(history)} stored messages" + (f" after a summary of messages 1–{upto}" if summary else "")

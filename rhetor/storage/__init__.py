@@ -25,6 +25,7 @@ from rhetor.storage.base import (
     UnknownReservationError,
 )
 from rhetor.storage.content_records import (
+    ContextHistory,
     ContextInfo,
     ContextRecord,
     PromptRecord,
@@ -37,6 +38,7 @@ from rhetor.storage.content_records import (
 __all__ = [
     "DEFAULT_SQLITE_NAME",
     "ContextInfo",
+    "ContextHistory",
     "ContextRecord",
     "ContextRepository",
     "LedgerRepository",

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from rhetor.storage.content_records import (
+    ContextHistory,
     ContextInfo,
     ContextRecord,
     PromptRecord,
@@ -65,6 +66,23 @@ class ContextRepository(ABC):
             The context, or ``None`` when unknown.
         """
         raise NotImplementedError
+
+    async def history(self, context_id: str) -> ContextHistory | None:
+        """The part of a context a pipeline continues from, read consistently: the summary and the messages after
+        it (``ContextHistory``). Same content as ``load`` minus what the summary covers; backends read it leaner.
+
+        Args:
+            context_id: The context to read.
+
+        Returns:
+            The history, or ``None`` when the context is unknown.
+        """
+        record = await self.load(context_id)
+        if record is None:
+            return None
+        upto = record.summary.upto_seq if record.summary else 0
+        return ContextHistory(record.component, record.last_activity, record.summary,
+                              tuple((m.seq, m.role, m.content, m.tokens) for m in record.messages if m.seq > upto))
 
     @abstractmethod
     async def list(self, *, component: str | None = None, limit: int = 100, offset: int = 0) -> list[ContextInfo]:

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 __all__ = [
+    "ContextHistory",
     "ContextInfo",
     "ContextRecord",
     "PromptRecord",
@@ -100,6 +101,18 @@ class ContextRecord:
         return {"id": self.id, "component": self.component, "created_at": _iso(self.created_at),
                 "last_activity": _iso(self.last_activity), "messages": [m.to_dict() for m in self.messages],
                 "summary": None if self.summary is None else self.summary.to_dict()}
+
+
+@dataclass(frozen=True, slots=True)
+class ContextHistory:
+    """What a pipeline needs to continue a conversation (``ContextRepository.history``): its summary, if any, and
+    only the messages after it, each as a plain ``(seq, role, content, tokens)`` tuple in ``seq`` order (no
+    per-message record, no per-message timestamp: this is read on every request of a conversation)."""
+
+    component: str | None
+    last_activity: datetime
+    summary: Summary | None
+    messages: tuple[tuple[int, str, str, int], ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 from rhetor.storage.content_base import ContextRepository
 from rhetor.storage.content_records import (
+    ContextHistory,
     ContextInfo,
     ContextRecord,
     StoredMessage,
@@ -48,6 +49,8 @@ ORDER BY c.last_activity DESC, c.id
 _LIST_ALL = _LIST.format(where="")
 _LIST_COMPONENT = _LIST.format(where="WHERE component = ?")
 _LOCK_CONTEXT = "SELECT last_seq FROM contexts WHERE id = ?{for_update}"
+_SUMMARY = "SELECT upto_seq, text, tokens, created_at FROM context_summaries WHERE context_id = ?"
+_HISTORY = "SELECT seq, role, content, tokens FROM context_messages WHERE context_id = ? AND seq > ? ORDER BY seq"
 _PUT_SUMMARY = """
 INSERT INTO context_summaries (context_id, upto_seq, text, tokens, created_at) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (context_id) DO UPDATE SET upto_seq = excluded.upto_seq, text = excluded.text,
@@ -100,9 +103,7 @@ class SqlContexts(ContextRepository):
                 "ORDER BY seq",
                 (context_id,),
             )
-            summary = await tx.fetch(
-                "SELECT upto_seq, text, tokens, created_at FROM context_summaries WHERE context_id = ?", (context_id,)
-            )
+            summary = await tx.fetch(_SUMMARY, (context_id,))
             return ctx[0], messages, summary
 
         found = await run(self._h, op, write=False)
@@ -116,9 +117,31 @@ class SqlContexts(ContextRepository):
             created_at=parse(ctx["created_at"]),
             last_activity=parse(ctx["last_activity"]),
             messages=[self._message(r) for r in messages],
-            summary=next((Summary(int(s["upto_seq"]), s["text"], int(s["tokens"]), parse(s["created_at"]))
-                          for s in summary), None),
+            summary=self._summary(summary),
         )
+
+    async def history(self, context_id: str) -> ContextHistory | None:
+        """Three reads in one snapshot, the messages as plain tuples (made on the storage's side)."""
+
+        async def op(tx: ContentTx) -> tuple[Any, ...] | None:
+            ctx = await tx.fetch("SELECT component, last_activity FROM contexts WHERE id = ?", (context_id,))
+            if not ctx:
+                return None
+            summary = await tx.fetch(_SUMMARY, (context_id,))
+            upto = int(summary[0]["upto_seq"]) if summary else 0
+            return ctx[0], summary, tuple(map(tuple, await tx.fetch(_HISTORY, (context_id, upto))))
+
+        found = await run(self._h, op, write=False)
+        if found is None:
+            return None
+        ctx, summary, messages = found
+        return ContextHistory(ctx["component"], self._d.parse_ts(ctx["last_activity"]), self._summary(summary),
+                              messages)
+
+    def _summary(self, rows: Sequence[Mapping[str, Any]]) -> Summary | None:
+        parse = self._d.parse_ts
+        return next((Summary(int(s["upto_seq"]), s["text"], int(s["tokens"]), parse(s["created_at"])) for s in rows),
+                    None)
 
     def _message(self, r: Mapping[str, Any]) -> StoredMessage:
         return StoredMessage(int(r["seq"]), r["role"], r["content"], int(r["tokens"]),

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rhetor.storage import ContextInfo, Storage, StoredMessage, StoredMessageIn, Summary
+from rhetor.storage import ContextHistory, ContextInfo, Storage, StoredMessage, StoredMessageIn, Summary
 from rhetor.storage.sql_ledger import SqlStorage
 
 T0 = datetime(2026, 5, 4, 10, 30, 15, 123456, tzinfo=UTC)
@@ -145,6 +145,27 @@ async def test_summary_is_replaced_only_by_a_summary_of_as_many_messages_or_more
     assert await repo.put_summary("s:1", upto_seq=6, text="all six", tokens=6, now=at(4)) is True
     ctx = await repo.load("s:1")
     assert ctx is not None and ctx.summary == Summary(6, "all six", 6, at(4)) and len(ctx.messages) == 6
+
+
+async def test_history_is_what_follows_the_summary_as_plain_tuples(storage: Storage) -> None:
+    """``history`` (read on every request of a conversation) says what ``load`` says, minus the summarised part."""
+    repo = storage.contexts
+    assert await repo.history("h:unknown") is None
+    await repo.append("h:1", pair(1) + pair(2), component="chat", now=T0)
+    await repo.append("h:1", [StoredMessageIn("user", "émoji 🎉\nline", 7)], now=at(5))
+    whole = await repo.history("h:1")
+    assert whole == ContextHistory("chat", at(5), None, (
+        (1, "user", "question 1", 3), (2, "assistant", "answer 1", 5), (3, "user", "question 2", 3),
+        (4, "assistant", "answer 2", 5), (5, "user", "émoji 🎉\nline", 7)))
+    assert all(type(m) is tuple for m in whole.messages)
+    assert await repo.put_summary("h:1", upto_seq=3, text="first three", tokens=2, now=at(6)) is True
+    after = await repo.history("h:1")
+    assert after == ContextHistory("chat", at(5), Summary(3, "first three", 2, at(6)),
+                                   ((4, "assistant", "answer 2", 5), (5, "user", "émoji 🎉\nline", 7)))
+    ctx = await repo.load("h:1")
+    assert ctx is not None and [(m.seq, m.role, m.content, m.tokens) for m in ctx.messages][3:] == list(after.messages)
+    assert await repo.put_summary("h:1", upto_seq=5, text="all", tokens=1, now=at(7)) is True
+    assert (await repo.history("h:1")).messages == ()  # type: ignore[union-attr]
 
 
 async def test_expire_deletes_idle_contexts_per_component(storage: Storage) -> None:
