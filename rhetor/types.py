@@ -6,7 +6,7 @@ These are the types stage sockets are declared with; the compiler checks every e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 __all__ = [
     "Attempt",
@@ -190,9 +190,11 @@ class BudgetDecision:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """One message of a conversation with its token count (counted once) and stored sequence number."""
+class Turn(NamedTuple):
+    """One message of a conversation with its token count (counted once) and stored sequence number.
+
+    A named tuple, not a dataclass: a conversation's whole stored history becomes Turns on every request, and a
+    tuple is made in less than half the time of a frozen dataclass."""
 
     role: Role
     content: str

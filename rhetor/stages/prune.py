@@ -54,6 +54,15 @@ def fit(history: tuple[Turn, ...], budget: int) -> int:
     return start
 
 
+def _shared(built: dict[int, Messages], conv: Conversation, start: int) -> Messages:
+    """``conv``'s messages from stored message ``start`` on, built once per request however many targets keep them
+    (``Messages`` is immutable: the targets' payloads may share it)."""
+    messages = built.get(start)
+    if messages is None:
+        messages = built[start] = conv.messages(conv.history[start:])
+    return messages
+
+
 def _last_turns(history: tuple[Turn, ...], turns: int) -> int:
     seen = 0
     for i in range(len(history) - 1, -1, -1):
@@ -103,9 +112,11 @@ class PruneStage(Stage):
         return None
 
     async def _payload(self, model: str, conv: Conversation, options: RequestOptions,
-                       made: dict[int, tuple[str, int, str]]) -> tuple[Messages, dict[str, Any], Conversation]:
+                       made: dict[int, tuple[str, int, str]], built: dict[int, Messages]
+                       ) -> tuple[Messages, dict[str, Any], Conversation]:
         """This target's messages from the loaded conversation (never from another target's result);
-        summaries made in this request are shared through ``made`` (by how many messages they cover)."""
+        summaries made in this request are shared through ``made`` (by how many messages they cover), and
+        targets that keep the same stored messages share one ``Messages`` through ``built`` (by where they start)."""
         history = conv.history
         start = 0
         if self.config.strategy == "keep_last":
@@ -114,13 +125,13 @@ class PruneStage(Stage):
         start = max(start, fit(history, room))
         if start == 0 or self.config.strategy != "summarize":
             note = {"kept": len(history) - start, "dropped": start, "strategy": self.config.strategy}
-            return conv.messages(history[start:]), note, conv
+            return _shared(built, conv, start), note, conv
         start = max(start, fit(history, int(room * self.config.summary_headroom)))
         summary = made.get(start) or await self._summarize(conv, history[:start])
         if summary is None:
             note = {"kept": len(history) - start, "dropped": start, "strategy": "token_window",
                     "why": "no summarizer was available"}
-            return conv.messages(history[start:]), note, conv
+            return _shared(built, conv, start), note, conv
         made[start] = summary
         text, tokens, by = summary
         upto = history[start - 1].seq or 0
@@ -145,9 +156,11 @@ class PruneStage(Stage):
         by_model: dict[str, Messages] = {}
         notes: dict[str, dict[str, Any]] = {}
         made: dict[int, tuple[str, int, str]] = {}
+        built: dict[int, Messages] = {}
         stored: Conversation | None = None
         for model in inputs["chain"].models:
-            by_model[model], notes[model], result = await self._payload(model, conversation, inputs["options"], made)
+            by_model[model], notes[model], result = await self._payload(model, conversation, inputs["options"], made,
+                                                                        built)
             if result.summary_upto > conversation.summary_upto and (stored is None
                                                                   or result.summary_upto > stored.summary_upto):
                 stored = result

@@ -86,6 +86,11 @@ async def test_token_window_fits_each_target(tmp_path: Path, snapshot) -> None:
     # small: 400 − 50 reserved for output − 13 for the new message leaves 337 → 11 messages of 30 tokens.
     assert notes["small"] == {"kept": 11, "dropped": 49, "strategy": "token_window"}
     assert notes["big"] == {"kept": 60, "dropped": 0, "strategy": "token_window"}
+    payloads = result.outputs["prune"]["payloads"].by_model
+    # each target gets its own fit: the newest 11 stored messages for small, all 60 for big, then the question
+    assert [m.content.split(" ")[:2] for m in payloads["small"]][:2] == [["answer", "24"], ["question", "25"]]
+    assert [m.content for m in payloads["small"]][-1] == payloads["big"][-1].content == "and now?"
+    assert (len(payloads["small"]), len(payloads["big"])) == (12, 61)
     assert stage(result, "prune") == snapshot
     await engine.aclose()
 
@@ -96,6 +101,10 @@ async def test_keep_last_turns(tmp_path: Path, snapshot) -> None:
     result = await ask(engine)
     notes = stage(result, "prune")["details"]["models"]
     assert notes["big"]["kept"] == 6 and notes["small"]["kept"] == 6  # 3 turns fit both windows
+    payloads = result.outputs["prune"]["payloads"].by_model
+    assert payloads["big"] is payloads["small"]  # the same messages: built once, shared (immutable)
+    assert [m.content.split(" ")[:2] for m in payloads["big"]][:6:2] == [["question", "27"], ["question", "28"],
+                                                                         ["question", "29"]]
     assert stage(result, "prune") == snapshot
     await engine.aclose()
 
