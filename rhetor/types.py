@@ -27,8 +27,11 @@ __all__ = [
 Role = Literal["system", "user", "assistant"]
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
+    """One message sent to a model. A named tuple (as ``Turn``): a conversation's messages are built anew for
+    each request, and a tuple is made in less than half the time of a frozen dataclass. Serialise it with
+    ``to_dict`` (a JSON encoder would write a tuple as an array)."""
+
     role: Role
     content: str
 
