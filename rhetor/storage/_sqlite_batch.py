@@ -135,6 +135,7 @@ class Batcher:
         self._queue.append(job)
         if self._drainer is None:
             self._drainer = loop.create_task(self._drain(conn))
+            self._drainer.add_done_callback(self._drained)
         try:
             return await job.future
         except asyncio.CancelledError:
@@ -146,24 +147,35 @@ class Batcher:
         while self._drainer is not None:
             await asyncio.shield(self._drainer)
 
+    def _drained(self, task: asyncio.Task[None]) -> None:
+        """A drainer cancelled before it ever ran never reached its ``finally``: answer its queue here."""
+        if self._drainer is task:
+            self._drainer = None
+            rest, self._queue = self._queue, []
+            _fail(rest, _stopped())
+
     async def _drain(self, conn: aiosqlite.Connection) -> None:
         try:
             while self._queue:
                 batch = self._queue[:MAX_BATCH]
                 del self._queue[:MAX_BATCH]
+                started = False
                 try:
                     async with self._lock:
+                        started = True
                         await conn._execute(run_batch, conn, batch, self._sync)  # noqa: SLF001
-                except BaseException as exc:
+                except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch, none hidden
                     _fail(batch, exc)  # the transaction failed as a whole: every caller gets the error
-                    if not isinstance(exc, Exception):
-                        raise  # cancelled (the loop is shutting down): fail the rest in finally
                     continue
+                except BaseException:  # cancelled (the loop is shutting down): the callers were not
+                    _fail(batch, StorageError("SQLite storage stopped while this operation ran: it may or may not "
+                                              "have been committed") if started else _stopped())
+                    raise
                 _answer(batch)
         finally:
             self._drainer = None
             rest, self._queue = self._queue, []
-            _fail(rest, StorageError("SQLite storage stopped before this operation ran"))
+            _fail(rest, _stopped())
 
 
 def _answer(batch: list[Job]) -> None:
@@ -178,10 +190,11 @@ def _answer(batch: list[Job]) -> None:
             job.future.set_exception(RuntimeError("a storage operation was skipped"))
 
 
+def _stopped() -> StorageError:
+    return StorageError("SQLite storage stopped before this operation ran")
+
+
 def _fail(jobs: list[Job], exc: BaseException) -> None:
     for job in jobs:
         if not job.future.done():
-            if isinstance(exc, asyncio.CancelledError):
-                job.future.cancel()
-            else:
-                job.future.set_exception(exc)
+            job.future.set_exception(exc)
