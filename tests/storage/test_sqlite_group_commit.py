@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +18,7 @@ from rhetor.storage.records import BucketTotals
 from rhetor.storage.sql_content import ContentTx
 from rhetor.storage.sqlite import SQLiteStorage
 from tests.storage.test_sqlite_ledger_tx import KEY, _reserve, _settle
-
-
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[SQLiteStorage]:
-    st = SQLiteStorage(tmp_path / "group.sqlite3")
-    await st.start()
-    try:
-        yield st
-    finally:
-        await st.close()
+from tests.storage.test_sqlite_ledger_tx import storage as storage  # the started SQLiteStorage fixture
 
 
 def _raw(storage: SQLiteStorage) -> sqlite3.Connection:
