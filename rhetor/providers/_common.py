@@ -360,7 +360,7 @@ class SDKClient:
     _client: Any = None
     _unavailable: str | None = None
     _stream_cls: Any = None
-    """The SDK's ``AsyncStream[object]``, set with the client."""
+    """The provider's subclass of the SDK's ``AsyncStream`` (events read with ``_sse``), set with the client."""
 
     def _where(self) -> str:
         """Where requests go, for ``/providers``."""

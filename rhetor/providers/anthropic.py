@@ -1,9 +1,10 @@
 """``kind: anthropic``: the Anthropic Messages API through the official SDK's ``AsyncAnthropic`` client.
 
 The client is made once per provider on the SDK's aiohttp transport (``DefaultAioHttpClient``). The SDK sends
-each request (auth, ``anthropic-version``, base URL, retries, status errors, SSE with its pings and error
-events) with its generic ``post`` and ``cast_to=object``: the message and the stream events come back as the
-decoded JSON dicts, without pydantic models, and are read here with ``.get``.
+each request (auth, ``anthropic-version``, base URL, retries, status errors) with its generic ``post`` and
+``cast_to=object``: the message and the stream events come back as the decoded JSON dicts, without pydantic
+models, and are read here with ``.get``. Stream events come through a subclass of the SDK's stream class that
+splits them with ``_sse`` and keeps the SDK's rules (pings skipped, ``event: error`` its status error).
 
 System messages go in the separate ``system`` parameter. ``temperature`` is not sent: the API version
 this SDK speaks (``anthropic-version: 2026-10-21``) has no sampling parameters and answers 400 to them.
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from rhetor import errors
 from rhetor.config.models import ProviderSpec
-from rhetor.providers import _common
+from rhetor.providers import _common, _sse
 from rhetor.providers._common import Boundary, Deadlines, StreamState
 from rhetor.providers.base import (
     Provider,
@@ -79,6 +80,39 @@ def _classify(exc: Exception, b: Boundary) -> errors.ProviderError | None:
     return None
 
 
+def _events_cls() -> type:
+    """The SDK's ``AsyncStream`` reading its events with ``_sse`` and keeping the SDK's rules for Messages
+    streams: ``ping`` events and events without a name or data are skipped, ``event: error`` is the SDK's status
+    error for its body, every other event's data is a JSON object. The response is closed however the stream
+    ends (``relay`` reads the body to its end after ``message_stop``)."""
+    sdk = _sdk()
+
+    class MessageEvents(sdk.AsyncStream[object]):  # type: ignore[name-defined,misc]
+        async def __stream__(self) -> AsyncIterator[Any]:
+            response = self.response
+            reader = _sse.EventReader()
+            try:
+                async for raw in response.aiter_bytes():
+                    for event in reader.feed(raw):
+                        name = event.event
+                        if name is None or name == "ping":
+                            continue
+                        if name == "error":
+                            try:
+                                body: Any = _sse.decode_json(event.data)
+                                message = f"{body}"
+                            except _common.MalformedChunk:
+                                body = event.data.decode("utf-8", "replace")
+                                message = body or f"Error code: {response.status_code}"
+                            raise self._client._make_status_error(message, body=body, response=response)
+                        if event.data:
+                            yield _sse.decode_json(event.data)
+            finally:
+                await response.aclose()
+
+    return MessageEvents
+
+
 def _usage(usage: Any) -> Usage:
     if not isinstance(usage, dict):
         return Usage()
@@ -126,7 +160,7 @@ class AnthropicProvider(_common.SDKClient, Provider):
                 api_key=key, base_url=spec.base_url, max_retries=spec.max_retries, timeout=timeout,
                 http_client=_common.aiohttp_client(_sdk(), timeout),
             )
-            self._stream_cls = _sdk().AsyncStream[object]
+            self._stream_cls = _events_cls()
 
     def _where(self) -> str:
         return f"Anthropic API at {self._client.base_url}"

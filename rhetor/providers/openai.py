@@ -1,9 +1,10 @@
 """``kind: openai``: the OpenAI Chat Completions API, or any OpenAI-compatible server via ``base_url``.
 
 Requests go through the official SDK's ``AsyncOpenAI`` client, made once per provider on the SDK's aiohttp
-transport (``DefaultAioHttpClient``). The SDK sends them (auth, base URL, retries, status errors, SSE) with
-its generic ``post`` and ``cast_to=object``: answers and stream chunks come back as the decoded JSON dicts,
-without the typed method's params transform and pydantic models, and are read here with ``.get``. ``max_tokens``
+transport (``DefaultAioHttpClient``). The SDK sends them (auth, base URL, retries, status errors) with its
+generic ``post`` and ``cast_to=object``: answers come back as the decoded JSON dicts, without the typed method's
+params transform and pydantic models, and are read here with ``.get``; stream chunks come through a subclass of
+the SDK's stream class that splits the events with ``_sse`` and keeps the SDK's rules for them. ``max_tokens``
 (not ``max_completion_tokens``) is sent so compatible servers (vLLM, llama.cpp, LM Studio...) accept it;
 streams ask for ``stream_options.include_usage`` so the final chunk carries the token counts.
 Cached prompt tokens (``prompt_tokens_details.cached_tokens``) are reported as cache reads and taken
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from rhetor import errors
 from rhetor.config.models import ProviderSpec
-from rhetor.providers import _common
+from rhetor.providers import _common, _sse
 from rhetor.providers._common import Boundary, Deadlines, StreamState
 from rhetor.providers.base import (
     Provider,
@@ -42,6 +43,7 @@ __all__ = ["OpenAIProvider"]
 
 _NO_KEY_NEEDED = "not-needed"  # sent to servers that take no key (the SDK insists on one)
 _PATH = "/chat/completions"
+_DRAIN_S = 0.1  # how long the rest of the body after `data: [DONE]` may take (the SDK's own bound)
 
 
 def _options() -> dict[str, Any]:
@@ -68,6 +70,38 @@ def _classify(exc: Exception, b: Boundary) -> errors.ProviderError | None:
             return b.error(cls, f"stream error: {exc.message}", body=exc.body)
         return b.error(errors.OverloadedError, f"stream error: {exc.message}", body=exc.body)
     return None
+
+
+def _events_cls() -> type:
+    """The SDK's ``AsyncStream`` reading its events with ``_sse`` and keeping the SDK's rules for chat completion
+    streams: each event's data is a JSON chunk, an object with an ``error`` is the SDK's ``APIError``, and
+    ``data: [DONE]`` ends the answer, after which the rest of the body is read (for at most ``_DRAIN_S``) so the
+    connection goes back to the pool. The response is closed however the stream ends."""
+    sdk = _sdk()
+
+    class ChatCompletionEvents(sdk.AsyncStream[object]):  # type: ignore[name-defined,misc]
+        async def __stream__(self) -> AsyncIterator[Any]:
+            response = self.response
+            chunks = response.aiter_bytes()
+            reader = _sse.EventReader()
+            try:
+                async for raw in chunks:
+                    for event in reader.feed(raw):
+                        if event.data.startswith(b"[DONE]"):
+                            await _common.drain(chunks, asyncio.get_running_loop().time() + _DRAIN_S)
+                            return
+                        data = _sse.decode_json(event.data)
+                        if isinstance(data, dict) and data.get("error"):
+                            error = data["error"]
+                            message = error.get("message") if isinstance(error, dict) else None
+                            raise sdk.APIError(message if isinstance(message, str) and message
+                                               else "An error occurred during streaming",
+                                               request=response.request, body=error)
+                        yield data
+            finally:
+                await response.aclose()
+
+    return ChatCompletionEvents
 
 
 def _response_text(response: Any) -> str | None:
@@ -120,7 +154,7 @@ class OpenAIProvider(_common.SDKClient, Provider):
                 api_key=key or _NO_KEY_NEEDED, base_url=spec.base_url, max_retries=spec.max_retries, timeout=timeout,
                 http_client=_common.aiohttp_client(_sdk(), timeout),
             )
-            self._stream_cls = _sdk().AsyncStream[object]
+            self._stream_cls = _events_cls()
 
     def _where(self) -> str:
         return f"OpenAI-compatible API at {self._client.base_url}"
