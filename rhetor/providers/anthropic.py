@@ -183,7 +183,7 @@ class AnthropicProvider(_common.SDKClient, Provider):
         client = self._ready(b)
         with _map_errors(b):
             async with asyncio.timeout_at(deadlines.first_token):
-                message = await client.post(_PATH, body=self._params(request), cast_to=object)
+                message = await client.post(_PATH, content=_common.json_body(self._params(request)), cast_to=object)
             content = message.get("content") if isinstance(message, dict) else None
             if content is None:
                 raise _common.MalformedChunk("the answer has no content")

@@ -177,7 +177,8 @@ class OpenAIProvider(_common.SDKClient, Provider):
         client = self._ready(b)
         with _map_errors(b):
             async with asyncio.timeout_at(deadlines.first_token):
-                response = await client.post(_PATH, body=self._params(request), cast_to=object, options=_options())
+                response = await client.post(_PATH, content=_common.json_body(self._params(request)),
+                                             cast_to=object, options=_options())
             choices = response.get("choices") if isinstance(response, dict) else None
             if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
                 raise _common.MalformedChunk("the answer has no choices")

@@ -47,6 +47,7 @@ async def test_complete_maps_system_and_reports_usage(provider, anthropic_upstre
     assert sent.path == "/v1/messages"
     assert sent.headers["authorization"] == f"Bearer {KEY}"  # the 2.x SDK's way; x-api-key also works
     assert sent.headers["anthropic-version"] == "2026-10-21"
+    assert sent.headers["content-type"] == "application/json"  # the SDK's, with the body Rhetor encodes
     # no temperature: that API version refuses sampling parameters (the fake answers 400 to them)
     assert sent.json == {"model": "claude-test", "max_tokens": 128,
                          "stop_sequences": ["\n\nHuman:"], "system": "Be brief.\n\nAnswer in English.",
@@ -68,6 +69,7 @@ async def test_stream_yields_deltas_and_usage_from_start_and_delta(provider,
     assert end.finish_reason == "end_turn"
     body = anthropic_upstream.last.json
     assert body["stream"] is True and body["system"] == "Be brief."
+    assert anthropic_upstream.last.headers["content-type"] == "application/json"
     assert anthropic_upstream.last.headers["accept"] == "application/json"  # the SDK's; SSE still comes back
 
 

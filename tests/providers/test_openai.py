@@ -43,6 +43,7 @@ async def test_complete_maps_request_and_reports_usage(provider, openai_upstream
     sent = openai_upstream.last
     assert sent.path == "/v1/chat/completions"
     assert sent.headers["authorization"] == f"Bearer {KEY}"
+    assert sent.headers["content-type"] == "application/json"  # the SDK's, with the body Rhetor encodes
     assert sent.json == {"model": "gpt-test", "max_tokens": 64, "temperature": 0.3, "stop": ["END"],
                          "messages": [{"role": "system", "content": "Be brief."},
                                       {"role": "user", "content": "Say hello"}]}
@@ -61,6 +62,7 @@ async def test_stream_yields_deltas_then_usage_from_the_final_chunk(provider, op
     assert end.usage == EXPECTED_USAGE
     assert end.finish_reason == "stop"
     body = openai_upstream.last.json
+    assert openai_upstream.last.headers["content-type"] == "application/json"
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert body["max_tokens"] == 64
 
