@@ -42,6 +42,7 @@ __all__ = [
     "drain",
     "json_body",
     "looks_too_long",
+    "one_by_one",
     "parse_retry_after",
     "sdk_timeout",
     "transport_error",
@@ -304,35 +305,49 @@ def transport_error(exc: BaseException, b: Boundary, timeouts: tuple[type[BaseEx
 _END = object()
 
 
-async def relay(events: Any, consume: Callable[[Any, StreamState], str], state: StreamState, deadlines: Deadlines,
+async def relay(batches: Any, consume: Callable[[Any, StreamState], str], state: StreamState, deadlines: Deadlines,
                 map_errors: Callable[[Boundary], Any], boundary: Boundary, *, until_done: bool,
                 missing_end: str) -> AsyncIterator[StreamDelta | StreamEnd]:
     """Relay an SDK stream as Rhetor deltas under the first-token and total deadlines.
 
-    ``consume`` records an event's usage/finish in ``state`` and returns its text. With ``until_done`` the
-    vendor marks the end in an event (``state.done``; the rest of the body is drained so the connection
-    returns to the pool), else the stream ends when exhausted and must have reported a finish reason.
-    Ending early either way is a ``MalformedChunk`` (a ``MidStreamError`` once text was sent).
+    ``batches`` yields the stream's events a list at a time: one list per network read from the stream classes
+    of ``openai`` and ``anthropic`` (under load a read holds a dozen events), or ``one_by_one`` around an SDK that
+    yields them singly. The deadline is enforced around each read, not each event: the events of one read are
+    already here. ``consume`` records an event's usage/finish in ``state`` and returns its text; each text is
+    its own delta, as it came. With ``until_done`` the vendor marks the end in an event (``state.done``; the rest
+    of the body is drained so the connection returns to the pool), else the stream ends when exhausted and must
+    have reported a finish reason. Ending early either way is a ``MalformedChunk`` (a ``MidStreamError`` once
+    text was sent).
     """
     guard = map_errors(boundary)  # stateless: one for the whole stream
     while not (until_done and state.done):
         with guard:
             async with asyncio.timeout_at(deadlines.next(state.started)):
                 try:
-                    event = await events.__anext__()
+                    batch = await batches.__anext__()
                 except StopAsyncIteration:
-                    event = _END
-            if event is _END:
+                    batch = None
+            if batch is None:
                 if until_done or state.finish_reason is None:
                     raise MalformedChunk(missing_end)
                 break
-            text = consume(event, state)
-        if text:
-            state.parts.append(text)
-            yield StreamDelta(text)
+        for event in batch:
+            with guard:
+                text = consume(event, state)
+            if text:
+                state.parts.append(text)
+                yield StreamDelta(text)
+            if until_done and state.done:
+                break
     if until_done:
-        await drain(events, deadlines.total)
+        await drain(batches, deadlines.total)
     yield StreamEnd(usage=state.usage(), finish_reason=state.finish_reason)
+
+
+async def one_by_one(events: AsyncIterator[Any]) -> AsyncIterator[list[Any]]:
+    """``events`` as ``relay``'s batches, for an SDK stream that yields one event at a time."""
+    async for event in events:
+        yield [event]
 
 
 class _MapErrors:
@@ -395,8 +410,8 @@ class SDKClient:
     async def _post_stream(self, model_id: str, path: str, body: dict[str, Any],
                            consume: Callable[[Any, StreamState], str], map_errors: Callable[[Boundary], Any], *,
                            until_done: bool, missing_end: str, **post: Any) -> AsyncIterator[StreamDelta | StreamEnd]:
-        """POST ``body`` to ``path`` as a stream through the SDK (``_stream_cls``: each SSE event as decoded JSON)
-        and ``relay`` its events; the SDK stream is closed however the stream ends."""
+        """POST ``body`` to ``path`` as a stream through the SDK (``_stream_cls``: the SSE events of each network
+        read as decoded JSON) and ``relay`` them; the SDK stream is closed however the stream ends."""
         state = StreamState()
         deadlines = Deadlines(self.spec.timeouts)  # type: ignore[attr-defined]
         b = Boundary(self.name, model_id, self._secrets, deadlines, state)  # type: ignore[attr-defined]

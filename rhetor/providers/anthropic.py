@@ -83,30 +83,44 @@ def _classify(exc: Exception, b: Boundary) -> errors.ProviderError | None:
 def _events_cls() -> type:
     """The SDK's ``AsyncStream`` reading its events with ``_sse`` and keeping the SDK's rules for Messages
     streams: ``ping`` events and events without a name or data are skipped, ``event: error`` is the SDK's status
-    error for its body, every other event's data is a JSON object. The response is closed however the stream
-    ends (``relay`` reads the body to its end after ``message_stop``)."""
+    error for its body, every other event's data is a JSON object. It yields the events of each network read as
+    one list (``relay``); the events read before an error are yielded before it is raised. The response is closed
+    however the stream ends (``relay`` reads the body to its end after ``message_stop``)."""
     sdk = _sdk()
 
     class MessageEvents(sdk.AsyncStream[object]):  # type: ignore[name-defined,misc]
-        async def __stream__(self) -> AsyncIterator[Any]:
+        def _error(self, data: bytes) -> Exception:
+            """The SDK's status error for an ``event: error`` (its body as JSON, else as text)."""
+            response = self.response
+            try:
+                body: Any = _sse.decode_json(data)
+                message = f"{body}"
+            except _common.MalformedChunk:
+                body = data.decode("utf-8", "replace")
+                message = body or f"Error code: {response.status_code}"
+            return self._client._make_status_error(message, body=body, response=response)
+
+        async def __stream__(self) -> AsyncIterator[list[Any]]:
             response = self.response
             reader = _sse.EventReader()
             try:
                 async for raw in response.aiter_bytes():
-                    for event in reader.feed(raw):
-                        name = event.event
-                        if name is None or name == "ping":
-                            continue
-                        if name == "error":
-                            try:
-                                body: Any = _sse.decode_json(event.data)
-                                message = f"{body}"
-                            except _common.MalformedChunk:
-                                body = event.data.decode("utf-8", "replace")
-                                message = body or f"Error code: {response.status_code}"
-                            raise self._client._make_status_error(message, body=body, response=response)
-                        if event.data:
-                            yield _sse.decode_json(event.data)
+                    batch: list[Any] = []
+                    try:
+                        for event in reader.feed(raw):
+                            name = event.event
+                            if name is None or name == "ping":
+                                continue
+                            if name == "error":
+                                raise self._error(event.data)
+                            if event.data:
+                                batch.append(_sse.decode_json(event.data))
+                    except (_common.MalformedChunk, sdk.APIStatusError):
+                        if batch:
+                            yield batch
+                        raise
+                    if batch:
+                        yield batch
             finally:
                 await response.aclose()
 

@@ -100,8 +100,9 @@ class OllamaProvider(_common.SDKClient, Provider):
         try:
             with _map_errors(b):
                 parts = await client.chat(**self._args(request), stream=True)  # sends on first read
-            async for event in _common.relay(parts, self._consume, state, deadlines, _map_errors, b,
-                                             until_done=True, missing_end="the stream ended before its done line"):
+            async for event in _common.relay(_common.one_by_one(parts), self._consume, state, deadlines,
+                                             _map_errors, b, until_done=True,
+                                             missing_end="the stream ended before its done line"):
                 yield event
         finally:
             if parts is not None:

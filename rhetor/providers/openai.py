@@ -76,32 +76,47 @@ def _events_cls() -> type:
     """The SDK's ``AsyncStream`` reading its events with ``_sse`` and keeping the SDK's rules for chat completion
     streams: each event's data is a JSON chunk, an object with an ``error`` is the SDK's ``APIError``, and
     ``data: [DONE]`` ends the answer, after which the rest of the body is read (for at most ``_DRAIN_S``) so the
-    connection goes back to the pool. The response is closed however the stream ends."""
+    connection goes back to the pool. It yields the chunks of each network read as one list (``relay``); the
+    chunks read before an error are yielded before it is raised. The response is closed however the stream ends."""
     sdk = _sdk()
 
     class ChatCompletionEvents(sdk.AsyncStream[object]):  # type: ignore[name-defined,misc]
-        async def __stream__(self) -> AsyncIterator[Any]:
+        async def __stream__(self) -> AsyncIterator[list[Any]]:
             response = self.response
             chunks = response.aiter_bytes()
             reader = _sse.EventReader()
             try:
                 async for raw in chunks:
-                    for event in reader.feed(raw):
-                        if event.data.startswith(b"[DONE]"):
-                            await _common.drain(chunks, asyncio.get_running_loop().time() + _DRAIN_S)
-                            return
-                        data = _sse.decode_json(event.data)
-                        if isinstance(data, dict) and data.get("error"):
-                            error = data["error"]
-                            message = error.get("message") if isinstance(error, dict) else None
-                            raise sdk.APIError(message if isinstance(message, str) and message
-                                               else "An error occurred during streaming",
-                                               request=response.request, body=error)
-                        yield data
+                    batch: list[Any] = []
+                    try:
+                        for event in reader.feed(raw):
+                            if event.data.startswith(b"[DONE]"):
+                                if batch:
+                                    yield batch
+                                await _common.drain(chunks, asyncio.get_running_loop().time() + _DRAIN_S)
+                                return
+                            batch.append(_chunk(sdk, event.data, response))
+                    except (_common.MalformedChunk, sdk.APIError):
+                        if batch:
+                            yield batch
+                        raise
+                    if batch:
+                        yield batch
             finally:
                 await response.aclose()
 
     return ChatCompletionEvents
+
+
+def _chunk(sdk: Any, data: bytes, response: Any) -> Any:
+    """One event's JSON chunk; an object with an ``error`` raises the SDK's ``APIError`` for it."""
+    chunk = _sse.decode_json(data)
+    if isinstance(chunk, dict) and chunk.get("error"):
+        error = chunk["error"]
+        message = error.get("message") if isinstance(error, dict) else None
+        raise sdk.APIError(message if isinstance(message, str) and message else "An error occurred during streaming",
+                           request=response.request, body=error)
+    return chunk
 
 
 def _response_text(response: Any) -> str | None:

@@ -68,6 +68,9 @@ class Fault:
     """Streams: seconds between text chunks."""
     truncate: bool = False
     """Streams: end the body cleanly but leave out the vendor's final events."""
+    one_write: bool = False
+    """Streams: send the whole body in one write, so the client reads many events at once (frame delays and
+    ``cut_after`` do not apply)."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,11 @@ class FakeUpstream:
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + reply.body)
         await writer.drain()
         if reply.frames is None:
+            return True
+        if fault.one_write:
+            writer.write(b"".join(b"%x\r\n%s\r\n" % (len(f.data), f.data) for f in reply.frames if f.data)
+                         + b"0\r\n\r\n")
+            await writer.drain()
             return True
         sent_text = 0
         for frame in reply.frames:

@@ -61,8 +61,10 @@ async def test_no_system_and_no_optional_params(provider, anthropic_upstream: Fa
     assert set(body) == {"model", "max_tokens", "messages"}
 
 
-async def test_stream_yields_deltas_and_usage_from_start_and_delta(provider,
-                                                                   anthropic_upstream: FakeAnthropic) -> None:
+@pytest.mark.parametrize("one_write", [False, True], ids=["frame-by-frame", "one-write"])
+async def test_stream_yields_deltas_and_usage_from_start_and_delta(provider, anthropic_upstream: FakeAnthropic,
+                                                                   one_write: bool) -> None:
+    anthropic_upstream.fail_next(Fault(one_write=one_write))  # many events in one read, or one at a time
     deltas, end = await collect(provider().stream(make_request("claude-test")))
     assert deltas == ["Hello", ", ", "world", "!"]
     assert end.usage == EXPECTED_USAGE
@@ -197,8 +199,10 @@ async def test_error_event_before_any_delta(provider, anthropic_upstream: FakeAn
     assert err.body == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
 
 
-async def test_error_event_after_deltas_is_mid_stream(provider, anthropic_upstream: FakeAnthropic) -> None:
-    anthropic_upstream.fail_next(Fault(error_event_after=2))
+@pytest.mark.parametrize("one_write", [False, True], ids=["frame-by-frame", "one-write"])
+async def test_error_event_after_deltas_is_mid_stream(provider, anthropic_upstream: FakeAnthropic,
+                                                      one_write: bool) -> None:
+    anthropic_upstream.fail_next(Fault(error_event_after=2, one_write=one_write))
     deltas, err = await stream_failure(provider().stream(make_request()))
     assert deltas == ["Hello", ", "]
     assert isinstance(err, errors.MidStreamError)
@@ -227,8 +231,10 @@ async def test_stream_cut_mid_way_keeps_partial_text_and_usage(provider, anthrop
     assert err.details["cause"] == "provider-connection"
 
 
-async def test_malformed_event_mid_stream(provider, anthropic_upstream: FakeAnthropic) -> None:
-    anthropic_upstream.fail_next(Fault(malformed_after=1))
+@pytest.mark.parametrize("one_write", [False, True], ids=["frame-by-frame", "one-write"])
+async def test_malformed_event_mid_stream(provider, anthropic_upstream: FakeAnthropic,
+                                          one_write: bool) -> None:
+    anthropic_upstream.fail_next(Fault(malformed_after=1, one_write=one_write))
     deltas, err = await stream_failure(provider().stream(make_request()))
     assert deltas == ["Hello"]
     assert isinstance(err, errors.MidStreamError) and err.partial_text == "Hello" and err.usage == START_USAGE

@@ -56,7 +56,10 @@ async def test_complete_leaves_out_unset_temperature_and_stop(provider, openai_u
     assert body["messages"] == [{"role": "user", "content": "Say hello"}]
 
 
-async def test_stream_yields_deltas_then_usage_from_the_final_chunk(provider, openai_upstream: FakeOpenAI) -> None:
+@pytest.mark.parametrize("one_write", [False, True], ids=["frame-by-frame", "one-write"])
+async def test_stream_yields_deltas_then_usage_from_the_final_chunk(provider, openai_upstream: FakeOpenAI,
+                                                                   one_write: bool) -> None:
+    openai_upstream.fail_next(Fault(one_write=one_write))  # many events in one read, or one at a time
     deltas, end = await collect(provider().stream(make_request("gpt-test")))
     assert deltas == ["Hello", ", ", "world", "!"]
     assert end.usage == EXPECTED_USAGE
@@ -284,8 +287,9 @@ async def test_stream_cut_mid_way_is_mid_stream(provider, openai_upstream: FakeO
     assert err.provider == "test-openai" and err.model == "gpt-test"
 
 
-async def test_malformed_chunk_mid_stream(provider, openai_upstream: FakeOpenAI) -> None:
-    openai_upstream.fail_next(Fault(malformed_after=1))
+@pytest.mark.parametrize("one_write", [False, True], ids=["frame-by-frame", "one-write"])
+async def test_malformed_chunk_mid_stream(provider, openai_upstream: FakeOpenAI, one_write: bool) -> None:
+    openai_upstream.fail_next(Fault(malformed_after=1, one_write=one_write))
     deltas, err = await stream_failure(provider().stream(make_request()))
     assert deltas == ["Hello"]
     assert isinstance(err, errors.MidStreamError) and err.partial_text == "Hello"
@@ -298,16 +302,20 @@ async def test_malformed_chunk_before_any_delta(provider, openai_upstream: FakeO
     assert deltas == [] and type(err) is errors.ProviderConnectionError
 
 
-async def test_error_object_inside_the_stream(provider, openai_upstream: FakeOpenAI) -> None:
-    openai_upstream.fail_next(Fault(error_event_after=2, message="The server had an error"))
+@pytest.mark.parametrize("one_write", [False, True], ids=["frame-by-frame", "one-write"])
+async def test_error_object_inside_the_stream(provider, openai_upstream: FakeOpenAI,
+                                              one_write: bool) -> None:
+    openai_upstream.fail_next(Fault(error_event_after=2, message="The server had an error", one_write=one_write))
     deltas, err = await stream_failure(provider().stream(make_request()))
     assert deltas == ["Hello", ", "]
     assert isinstance(err, errors.MidStreamError) and err.details["cause"] == "provider-overloaded"
     assert err.body["message"] == "The server had an error"
 
 
-async def test_stream_ending_without_finish_reason_is_mid_stream(provider, openai_upstream: FakeOpenAI) -> None:
-    openai_upstream.fail_next(Fault(truncate=True))
+@pytest.mark.parametrize("one_write", [False, True], ids=["frame-by-frame", "one-write"])
+async def test_stream_ending_without_finish_reason_is_mid_stream(provider, openai_upstream: FakeOpenAI,
+                                                                 one_write: bool) -> None:
+    openai_upstream.fail_next(Fault(truncate=True, one_write=one_write))
     deltas, err = await stream_failure(provider().stream(make_request()))
     assert deltas == ["Hello", ", ", "world", "!"]
     assert isinstance(err, errors.MidStreamError) and err.partial_text == "Hello, world!"
