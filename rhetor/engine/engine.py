@@ -112,22 +112,50 @@ class Engine:
 
         If the consumer stops early (a client gone), the run is cancelled with it.
         """
+        batches = self.stream_batches(request, pipeline)
+        try:
+            async for batch in batches:
+                for item in batch:
+                    yield item
+        finally:
+            await batches.aclose()  # type: ignore[attr-defined]
+
+    async def stream_batches(self, request: Request, pipeline: str | None = None
+                             ) -> AsyncIterator[list[str | RunResult]]:
+        """``stream`` a list at a time: each list holds every text chunk produced since the consumer last asked
+        (never none), the last one ends with the ``RunResult``. Chunks that one upstream read delivered together
+        (a dozen under load) can so leave in one write; a chunk that comes alone still leaves at once.
+
+        The pipeline runs in its own task and hands its chunks over through a queue. If the consumer stops
+        early (a client gone), the run is cancelled with it. A failed run raises its ``RhetorError`` after
+        the chunks it produced.
+        """
         compiled = self.pipeline_for(request.options, pipeline)
         await self.resources.ensure_started()
         started = time.perf_counter()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         task = asyncio.create_task(execute(compiled, RunContext(request, emit=queue.put_nowait)))
-        task.add_done_callback(lambda _: queue.put_nowait(_DONE))
+        task.add_done_callback(lambda _: queue.put_nowait(_DONE))  # always the last item queued
         try:
-            while (item := await queue.get()) is not _DONE:
-                yield item
-            try:
-                result = task.result()
-            except RhetorError as exc:
-                self._notify(request, compiled.name, None, exc, started)
-                raise
-            self._notify(request, compiled.name, result, None, started)
-            yield result
+            while True:
+                batch = [await queue.get()]
+                while queue.qsize():
+                    batch.append(queue.get_nowait())
+                if batch[-1] is not _DONE:
+                    yield batch
+                    continue
+                batch.pop()
+                try:
+                    result = task.result()
+                except RhetorError as exc:
+                    self._notify(request, compiled.name, None, exc, started)
+                    if batch:
+                        yield batch
+                    raise
+                self._notify(request, compiled.name, result, None, started)
+                batch.append(result)
+                yield batch
+                return
         finally:
             if not task.done():
                 task.cancel()

@@ -7,6 +7,8 @@ tests can exercise failure paths with no network (the idea of TensorZero's dummy
     simulated:error=rate-limited   fail with that Rhetor error code before any output
     simulated:midstream            stream two chunks, then break with MidStreamError
     simulated:delay=0.5            wait that many seconds before the first chunk
+    simulated:burst                produce all chunks at once, as when one upstream read holds many
+                                   (combines: simulated:midstream:burst)
 
 Token usage follows ``rhetor.tokens`` (one token per four characters, plus per-message framing).
 """
@@ -35,11 +37,12 @@ _WORDS_PER_CHUNK = 3
 
 
 class _Behaviour:
-    __slots__ = ("delay", "error", "midstream")
+    __slots__ = ("burst", "delay", "error", "midstream")
 
     def __init__(self, model_id: str) -> None:
         self.error: str | None = None
         self.midstream = False
+        self.burst = False
         self.delay = 0.0
         for part in model_id.split(":")[1:]:
             key, _, value = part.partition("=")
@@ -49,6 +52,8 @@ class _Behaviour:
                 self.midstream = True
             elif key == "delay":
                 self.delay = float(value)
+            elif key == "burst":
+                self.burst = True
 
 
 class SimulatedProvider(Provider):
@@ -105,5 +110,6 @@ class SimulatedProvider(Provider):
             piece = piece if i == 0 else " " + piece
             sent += piece
             yield StreamDelta(piece)
-            await asyncio.sleep(0)
+            if not behaviour.burst:
+                await asyncio.sleep(0)  # one chunk per turn of the event loop, as a paced upstream sends them
         yield StreamEnd(usage=self._usage(request, text), finish_reason="stop")

@@ -68,18 +68,23 @@ def health(state: State) -> dict[str, Any]:
     }
 
 
-async def _events(first: str | RunResult, rest: AsyncIterator[str | RunResult],
+async def _events(first: list[str | RunResult], rest: AsyncIterator[list[str | RunResult]],
                   request: EngineRequest) -> AsyncIterator[bytes]:
+    """The SSE events of a streamed run; the chunks of one batch (``Engine.stream_batches``) in one write."""
     context = request.options.context_id
     try:
-        item = first
+        batch = first
         while True:
-            if isinstance(item, str):
-                yield sse({"chunk": item, "done": False, "context": context})
-            else:
-                yield final_event(item, context, request.request_id)
-                return
-            item = await anext(rest)
+            out = []
+            for item in batch:
+                if isinstance(item, str):
+                    out.append(sse({"chunk": item, "done": False, "context": context}))
+                else:
+                    out.append(final_event(item, context, request.request_id))
+                    yield b"".join(out)
+                    return
+            yield b"".join(out)
+            batch = await anext(rest)
     except RhetorError as exc:
         yield error_event(exc, context, request.request_id)
     finally:
@@ -87,10 +92,10 @@ async def _events(first: str | RunResult, rest: AsyncIterator[str | RunResult],
 
 
 async def primed_stream(engine: Engine, request: EngineRequest, pipeline: str | None
-                        ) -> tuple[str | RunResult, AsyncIterator[str | RunResult]]:
-    """Start a streamed run and wait for its first item, so that a request refused before any output
-    (budget exceeded, no model available, bad request) is a plain HTTP error, not a 200 stream."""
-    stream = engine.stream(request, pipeline)
+                        ) -> tuple[list[str | RunResult], AsyncIterator[list[str | RunResult]]]:
+    """Start a streamed run (``Engine.stream_batches``) and wait for its first batch, so that a request refused
+    before any output (budget exceeded, no model available, bad request) is a plain HTTP error, not a 200 stream."""
+    stream = engine.stream_batches(request, pipeline)
     try:
         return await anext(stream), stream
     except BaseException:

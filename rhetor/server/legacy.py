@@ -45,17 +45,22 @@ def _request(body: CompletionIn | LegacyChatIn, request_id: str, active: dict[st
     return EngineRequest(Messages(Message(m.role, m.content) for m in body.messages), options, request_id)
 
 
-async def _events(first: Any, rest: AsyncIterator[Any], request: EngineRequest) -> AsyncIterator[bytes]:
+async def _events(first: list[Any], rest: AsyncIterator[list[Any]], request: EngineRequest) -> AsyncIterator[bytes]:
+    """The SSE events of a streamed run; the chunks of one batch (``Engine.stream_batches``) in one write."""
     try:
-        item = first
+        batch = first
         while True:
-            if isinstance(item, str):
-                yield sse({"text": item, "chunk": item, "done": False})
-            else:
-                body = completion_body(item, request.options.context_id, request.request_id)
-                yield sse({**body, "text": body["message"], "chunk": "", "done": True})
-                return
-            item = await anext(rest)
+            out = []
+            for item in batch:
+                if isinstance(item, str):
+                    out.append(sse({"text": item, "chunk": item, "done": False}))
+                else:
+                    body = completion_body(item, request.options.context_id, request.request_id)
+                    out.append(sse({**body, "text": body["message"], "chunk": "", "done": True}))
+                    yield b"".join(out)
+                    return
+            yield b"".join(out)
+            batch = await anext(rest)
     except RhetorError as exc:
         yield sse({"done": True, "finished": False, **exc.to_dict(), "timestamp": timestamp()})
     finally:

@@ -240,8 +240,10 @@ def _error_body(exc: RhetorError) -> dict[str, Any]:
     return {"error": {**exc.to_dict()["error"], "param": param}}
 
 
-async def _chunks(events: AsyncIterator[str | RunResult], first: str | RunResult, request: Request,
+async def _chunks(events: AsyncIterator[list[str | RunResult]], first: list[str | RunResult], request: Request,
                   requested: str, include_usage: bool) -> AsyncIterator[bytes]:
+    """The ``chat.completion.chunk`` events of a streamed run; the chunks of one batch
+    (``Engine.stream_batches``) in one write."""
     cid, created = f"chatcmpl-{request.request_id}", int(time.time())
     extra: dict[str, Any] = {"usage": None} if include_usage else {}
 
@@ -251,17 +253,24 @@ async def _chunks(events: AsyncIterator[str | RunResult], first: str | RunResult
                     "choices": [choice], **extra, **more})
 
     try:
-        yield chunk(requested, {"role": "assistant", "content": ""})
-        item = first
-        while isinstance(item, str):
-            yield chunk(requested, {"content": item})
-            item = await anext(events)
-        c = item.completion
-        yield chunk(c.model, {}, _finish(c.finish_reason), rhetor=_rhetor(item, request))
-        if include_usage:
-            yield sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": c.model,
-                       "choices": [], "usage": _usage(c.usage)})
-        yield b"data: [DONE]\n\n"
+        out = [chunk(requested, {"role": "assistant", "content": ""})]
+        batch = first
+        while True:
+            for item in batch:
+                if isinstance(item, str):
+                    out.append(chunk(requested, {"content": item}))
+                    continue
+                c = item.completion
+                out.append(chunk(c.model, {}, _finish(c.finish_reason), rhetor=_rhetor(item, request)))
+                if include_usage:
+                    out.append(sse({"id": cid, "object": "chat.completion.chunk", "created": created,
+                                    "model": c.model, "choices": [], "usage": _usage(c.usage)}))
+                out.append(b"data: [DONE]\n\n")
+                yield b"".join(out)
+                return
+            yield b"".join(out)
+            out = []
+            batch = await anext(events)
     except RhetorError as exc:
         yield sse(_error_body(exc))
     finally:
@@ -278,7 +287,7 @@ async def chat_completions(request: HttpRequest[Any, Any, Any], state: State) ->
     if not body.stream:
         result = await engine.run(rhetor_request, pipeline)
         return Response(_completion(result, rhetor_request))
-    events = engine.stream(rhetor_request, pipeline)
+    events = engine.stream_batches(rhetor_request, pipeline)
     first = await anext(events)  # an error before any output is a plain HTTP error
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return Stream(_chunks(events, first, rhetor_request, body.model, include_usage), media_type="text/event-stream",
