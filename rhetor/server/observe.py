@@ -116,8 +116,8 @@ class ObserveMiddleware(ASGIMiddleware):
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
             await send(message)
 
-        try:
-            await next_app(scope, receive, send_wrapper)
+        try:  # a WebSocket never sends http.response.start: its messages go straight through
+            await next_app(scope, receive, send if scope["type"] == ScopeType.WEBSOCKET else send_wrapper)
         finally:
             duration = time.perf_counter() - started
             path = str(scope.get("path_template") or scope.get("path", ""))

@@ -68,10 +68,12 @@ class _Connection:
         self._count += 1
         return f"{request_id_of(self.socket.scope)}.{self._count}"
 
-    async def send(self, message: dict[str, Any]) -> bool:
-        """Send ``message``; False once the client is gone."""
+    async def send(self, *messages: dict[str, Any]) -> bool:
+        """Send ``messages`` in order, with no other message between them; False once the client is gone."""
         async with self._lock:
-            if self.open:
+            for message in messages:
+                if not self.open:
+                    break
                 try:
                     await self.socket.send_text(msgspec.json.encode(message).decode())
                 except (WebSocketDisconnect, OSError, RuntimeError):
@@ -153,23 +155,27 @@ def _message_in(payload: Any) -> MessageIn:
     return _validate(MessageIn, data, "payload.")
 
 
-async def _run(conn: _Connection, body: MessageIn, on_chunk: Callable[[str], Awaitable[bool]],
+async def _run(conn: _Connection, body: MessageIn, on_chunks: Callable[[list[str]], Awaitable[bool]],
                request_id: str) -> RunResult | None:
-    """The request's result; chunks go to ``on_chunk`` when streaming. None when the client left."""
+    """The request's result; when streaming, the chunks that arrived together go to ``on_chunks`` together.
+    None when the client left."""
     state = conn.state
     engine = state.engine
     request = bind_component(conn.socket.scope,
                              body.to_request(request_id, stream=body.streaming, active=state.active))
     if not body.streaming:
         return await engine.run(request, body.pipeline)
-    result = None
-    async for item in engine.stream(request, body.pipeline):  # leaving the loop cancels the run
-        if isinstance(item, str):
-            if not await on_chunk(item):
+    batches = engine.stream_batches(request, body.pipeline)
+    try:
+        async for batch in batches:
+            chunks = [item for item in batch if isinstance(item, str)]
+            if chunks and not await on_chunks(chunks):
                 return None
-        else:
-            result = item
-    return result
+            if not isinstance(batch[-1], str):
+                return batch[-1]
+    finally:
+        await batches.aclose()  # type: ignore[attr-defined]  # leaving early cancels the run
+    return None
 
 
 async def _llm_request(conn: _Connection, msg_id: Any, payload: Any) -> None:
@@ -181,11 +187,12 @@ async def _llm_request(conn: _Connection, msg_id: Any, payload: Any) -> None:
     context, request_id = body.context_id, conn.next_request_id()
     await conn.send(_typing(msg_id, context, True))
 
-    def on_chunk(chunk: str) -> Awaitable[bool]:
-        return conn.send(_reply("UPDATE", msg_id, {"chunk": chunk, "context": context, "done": False}))
+    def on_chunks(chunks: list[str]) -> Awaitable[bool]:
+        return conn.send(*(_reply("UPDATE", msg_id, {"chunk": chunk, "context": context, "done": False})
+                           for chunk in chunks))
 
     try:
-        result = await _run(conn, body, on_chunk, request_id)
+        result = await _run(conn, body, on_chunks, request_id)
         if result is None:
             return
         await conn.send(_reply("RESPONSE", msg_id, completion_body(result, context, request_id)))
@@ -253,11 +260,11 @@ async def _legacy_request(conn: _Connection, data: dict[str, Any]) -> None:
                      context_id=req.context_id, system_prompt=req.system_prompt)
     request_id = conn.next_request_id()
 
-    def on_chunk(chunk: str) -> Awaitable[bool]:
-        return conn.send({"type": "content_chunk", "text": chunk})
+    def on_chunks(chunks: list[str]) -> Awaitable[bool]:
+        return conn.send(*({"type": "content_chunk", "text": chunk} for chunk in chunks))
 
     try:
-        result = await _run(conn, body, on_chunk, request_id)
+        result = await _run(conn, body, on_chunks, request_id)
     except RhetorError as exc:
         await conn.send(_legacy_error(exc))
         return

@@ -129,4 +129,25 @@ async def test_a_burst_then_a_failure_ends_with_the_error_event(client: AsyncTes
     else:
         sent = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1])
     assert error["code"] == "mid-stream-error" and sent and error["details"]["partial_text"] == sent
-    assert json.loads(json.dumps(error))  # a JSON object all the way
+
+
+def _ws_answer(config: Path, model: str) -> list[dict[str, Any]]:
+    """The messages of one streamed LLM_REQUEST on /ws, typing on to typing off, without ids and times."""
+    from litestar.testing import TestClient
+
+    with TestClient(app=create_app(build_engine(config, env={}))) as c, c.websocket_connect("/ws") as ws:
+        ws.send_json({"type": "LLM_REQUEST", "id": "r1", "source": "test",
+                      "payload": {"message": PROMPT, "model": model, "streaming": True}})
+        got: list[dict[str, Any]] = []
+        while not got or got[-1]["payload"].get("isTyping") is not False:
+            got.append(ws.receive_json(timeout=10))
+    return [{**m, "timestamp": None, "payload": _same_answer([m["payload"]])[0]} for m in got]
+
+
+@pytest.mark.parametrize("model", ["burst", "burst-cut"])
+def test_a_burst_on_the_websocket_is_the_same_messages(config: Path, model: str) -> None:
+    named = json.dumps(_ws_answer(config, model)).replace('"burst-cut"', '"cut"')  # an error names its model
+    burst = json.loads(named.replace('"simulated:midstream:burst"', '"simulated:midstream"'))
+    paced = _ws_answer(config, "cut" if model == "burst-cut" else "simulated")
+    assert sum("chunk" in m["payload"] for m in burst) >= 2
+    assert burst == paced
