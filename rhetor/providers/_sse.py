@@ -70,12 +70,14 @@ def _block(block: bytes, out: list[Event]) -> None:
 
 
 class EventReader:
-    """Bytes in, whole events out, however the body is cut into chunks."""
+    """Bytes in, whole events out, however the body is cut into chunks. What is left of a chunk after its last
+    whole event waits in a ``bytearray`` that only ever grows by the next chunk, so an event cut into many
+    chunks costs its length, not its length times the number of chunks."""
 
-    __slots__ = ("_buffer", "_skip_lf")
+    __slots__ = ("_held", "_skip_lf")
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._held = bytearray()  # the start of an event whose blank line has not come yet
         self._skip_lf = False  # the last chunk ended with CR: a LF opening the next one is the same line end
 
     def feed(self, chunk: bytes) -> list[Event]:
@@ -88,14 +90,24 @@ class EventReader:
         if b"\r" in chunk:
             self._skip_lf = chunk.endswith(b"\r")
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        held = len(self._buffer)
-        buffer = self._buffer + chunk if held else chunk
+        held = self._held
         out: list[Event] = []
+        if not held:  # the usual case: the chunk starts at an event's start
+            start = 0
+            end = chunk.find(b"\n\n")
+            while end >= 0:
+                _block(chunk[start:end], out)
+                start = end + 2
+                end = chunk.find(b"\n\n", start)
+            held += chunk[start:]
+            return out
+        search = len(held) - 1  # a blank line may begin with the held part's last LF
+        held += chunk
         start = 0
-        end = buffer.find(b"\n\n", max(held - 1, 0))
+        end = held.find(b"\n\n", search)
         while end >= 0:
-            _block(buffer[start:end], out)
+            _block(bytes(held[start:end]), out)
             start = end + 2
-            end = buffer.find(b"\n\n", start)
-        self._buffer = buffer[start:] if start else buffer
+            end = held.find(b"\n\n", start)
+        del held[:start]
         return out

@@ -65,6 +65,14 @@ def test_an_event_the_body_ends_in_is_dropped() -> None:
     assert reader.feed(b"data: 3") == []  # nothing more comes: no blank line, no event
 
 
+def test_a_long_event_in_many_small_chunks() -> None:
+    data = b'{"text": "' + b"x" * 200_000 + b'"}'
+    body = b"data: " + data + b"\n\ndata: 2\n\n"
+    events = read(*(body[i:i + 1000] for i in range(0, len(body), 1000)))
+    assert events == [Event(None, data), Event(None, b"2")]
+    assert all(type(e.data) is bytes for e in events)
+
+
 def test_decode_json_reports_malformed_data() -> None:
     assert decode_json(b'{"a": [1, "\\u00e9"]}') == {"a": [1, "é"]}
     with pytest.raises(MalformedChunk, match="not JSON"):
