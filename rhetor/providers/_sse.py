@@ -5,7 +5,7 @@ objects and then ``json.loads`` each one's text: 366 µs for a 20-chunk OpenAI a
 against 81 µs here. ``EventReader`` splits the body into events with a few ``bytes`` operations and keeps each
 event's data as bytes for ``msgspec`` to decode. The SDKs still send the request and raise their status,
 timeout and connection errors; the stream classes in ``openai._events_cls`` and ``anthropic._events_cls``
-keep each SDK's rules for the events themselves.
+keep each SDK's rules for the events themselves, in the handler they give ``batches``, the loop they share.
 
 The event stream format (WHATWG HTML, "Parsing an event stream"), as the SDKs' decoders read it:
 lines end with CRLF, LF or CR; a line starting with ``:`` is a comment; ``field: value`` (one space after the
@@ -17,15 +17,20 @@ event the body ends in the middle of is dropped.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
 
 import msgspec
 
 from rhetor.providers._common import MalformedChunk
 
-__all__ = ["Event", "EventReader", "decode_json"]
+__all__ = ["END", "SKIP", "Event", "EventReader", "batches", "decode_json"]
 
 _json = msgspec.json.Decoder()
+SKIP = object()
+"""What a ``batches`` handler returns for an event that carries nothing for the caller (a ping)."""
+END = object()
+"""What a ``batches`` handler returns for the event that ends the answer (``data: [DONE]``)."""
 
 
 class Event(NamedTuple):
@@ -111,3 +116,28 @@ class EventReader:
             end = held.find(b"\n\n", start)
         del held[:start]
         return out
+
+
+async def batches(chunks: AsyncIterator[bytes], handle: Callable[[Event], Any],
+                  errors: tuple[type[BaseException], ...]) -> AsyncIterator[list[Any]]:
+    """What ``handle`` makes of each event of the body ``chunks``, as one list per network read (never an empty
+    one), until the body ends or ``handle`` returns ``END``. When ``handle`` raises one of ``errors`` (the
+    vendor's error event, malformed data), what it made of the read's earlier events is yielded first."""
+    reader = EventReader()
+    async for raw in chunks:
+        batch: list[Any] = []
+        try:
+            for event in reader.feed(raw):
+                item = handle(event)
+                if item is END:
+                    if batch:
+                        yield batch
+                    return
+                if item is not SKIP:
+                    batch.append(item)
+        except errors:
+            if batch:
+                yield batch
+            raise
+        if batch:
+            yield batch

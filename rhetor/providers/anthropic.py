@@ -100,27 +100,20 @@ def _events_cls() -> type:
                 message = body or f"Error code: {response.status_code}"
             return self._client._make_status_error(message, body=body, response=response)
 
+        def _event(self, event: _sse.Event) -> Any:
+            name = event.event
+            if name is None or name == "ping" or (not event.data and name != "error"):
+                return _sse.SKIP
+            if name == "error":
+                raise self._error(event.data)
+            return _sse.decode_json(event.data)
+
         async def __stream__(self) -> AsyncIterator[list[Any]]:
             response = self.response
-            reader = _sse.EventReader()
             try:
-                async for raw in response.aiter_bytes():
-                    batch: list[Any] = []
-                    try:
-                        for event in reader.feed(raw):
-                            name = event.event
-                            if name is None or name == "ping":
-                                continue
-                            if name == "error":
-                                raise self._error(event.data)
-                            if event.data:
-                                batch.append(_sse.decode_json(event.data))
-                    except (_common.MalformedChunk, sdk.APIStatusError):
-                        if batch:
-                            yield batch
-                        raise
-                    if batch:
-                        yield batch
+                async for batch in _sse.batches(response.aiter_bytes(), self._event,
+                                                (_common.MalformedChunk, sdk.APIStatusError)):
+                    yield batch
             finally:
                 await response.aclose()
 

@@ -84,24 +84,12 @@ def _events_cls() -> type:
         async def __stream__(self) -> AsyncIterator[list[Any]]:
             response = self.response
             chunks = response.aiter_bytes()
-            reader = _sse.EventReader()
             try:
-                async for raw in chunks:
-                    batch: list[Any] = []
-                    try:
-                        for event in reader.feed(raw):
-                            if event.data.startswith(b"[DONE]"):
-                                if batch:
-                                    yield batch
-                                await _common.drain(chunks, asyncio.get_running_loop().time() + _DRAIN_S)
-                                return
-                            batch.append(_chunk(sdk, event.data, response))
-                    except (_common.MalformedChunk, sdk.APIError):
-                        if batch:
-                            yield batch
-                        raise
-                    if batch:
-                        yield batch
+                async for batch in _sse.batches(chunks, lambda event: _chunk(sdk, event.data, response),
+                                                (_common.MalformedChunk, sdk.APIError)):
+                    yield batch
+                # after [DONE] (or at the end of the body, where this returns at once)
+                await _common.drain(chunks, asyncio.get_running_loop().time() + _DRAIN_S)
             finally:
                 await response.aclose()
 
@@ -109,7 +97,10 @@ def _events_cls() -> type:
 
 
 def _chunk(sdk: Any, data: bytes, response: Any) -> Any:
-    """One event's JSON chunk; an object with an ``error`` raises the SDK's ``APIError`` for it."""
+    """One event's JSON chunk (``_sse.END`` for ``[DONE]``); an object with an ``error`` raises the SDK's
+    ``APIError`` for it."""
+    if data.startswith(b"[DONE]"):
+        return _sse.END
     chunk = _sse.decode_json(data)
     if isinstance(chunk, dict) and chunk.get("error"):
         error = chunk["error"]
