@@ -302,9 +302,6 @@ def transport_error(exc: BaseException, b: Boundary, timeouts: tuple[type[BaseEx
     return b.error(errors.ProviderConnectionError, f"connection failed ({name})")
 
 
-_END = object()
-
-
 async def relay(batches: Any, consume: Callable[[Any, StreamState], str], state: StreamState, deadlines: Deadlines,
                 map_errors: Callable[[Boundary], Any], boundary: Boundary, *, until_done: bool,
                 missing_end: str) -> AsyncIterator[StreamDelta | StreamEnd]:

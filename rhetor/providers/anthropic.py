@@ -89,7 +89,7 @@ def _events_cls() -> type:
     sdk = _sdk()
 
     class MessageEvents(sdk.AsyncStream[object]):  # type: ignore[name-defined,misc]
-        def _error(self, data: bytes) -> Exception:
+        def _rhetor_error(self, data: bytes) -> Exception:
             """The SDK's status error for an ``event: error`` (its body as JSON, else as text)."""
             response = self.response
             try:
@@ -100,18 +100,18 @@ def _events_cls() -> type:
                 message = body or f"Error code: {response.status_code}"
             return self._client._make_status_error(message, body=body, response=response)
 
-        def _event(self, event: _sse.Event) -> Any:
+        def _rhetor_event(self, event: _sse.Event) -> Any:  # (names the SDK's class will not take)
             name = event.event
             if name is None or name == "ping" or (not event.data and name != "error"):
                 return _sse.SKIP
             if name == "error":
-                raise self._error(event.data)
+                raise self._rhetor_error(event.data)
             return _sse.decode_json(event.data)
 
         async def __stream__(self) -> AsyncIterator[list[Any]]:
             response = self.response
             try:
-                async for batch in _sse.batches(response.aiter_bytes(), self._event,
+                async for batch in _sse.batches(response.aiter_bytes(), self._rhetor_event,
                                                 (_common.MalformedChunk, sdk.APIStatusError)):
                     yield batch
             finally:
