@@ -34,7 +34,9 @@ SCENARIOS = {  # name: (path, body, tool, sse kind)
     "v1-stream": ("/v1/chat/completions", "v1_stream", "sse", "openai"),
     "ws": ("/ws", "ws", "ws", "rhetor"),
     "offline": ("/message", "message_offline", "wrk", None),  # the simulated provider: Rhetor without an SDK
+    "conversation": ("/message", "message_ctx", "wrk", None),  # 16 growing conversations (context_id)
 }
+CONVERSATIONS = 16
 
 
 def ensure_py_spy() -> str:
@@ -196,10 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         span = 2 * args.duration + 10
         log(f"load: {scenario} ({url}) at c={args.concurrency} for up to {span:.0f} s; warming up 3 s")
         if tool == "wrk":
-            procs.run_wrk(url, body_file, args.concurrency, 3)
+            contexts = ("profile", CONVERSATIONS) if body == "message_ctx" else None
+            procs.run_wrk(url, body_file, args.concurrency, 3, contexts=contexts)
             cmd = ["taskset", "-c", str(procs.CLIENT_CORE), "wrk", "-t1", f"-c{args.concurrency}", f"-d{span:.0f}s",
                    "--timeout", "30s", "-s", str(procs.BENCH / "wrk" / "post.lua"), url]
-            load = subprocess.Popen(cmd, env={**os.environ, "WRK_BODY_FILE": str(body_file)},  # noqa: S603
+            env = {**os.environ, "WRK_BODY_FILE": str(body_file)}
+            if contexts:
+                env.update(WRK_CONTEXT_PREFIX=contexts[0], WRK_CONTEXTS=str(contexts[1]))
+            load = subprocess.Popen(cmd, env=env,  # noqa: S603
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         else:
             cmd = ["taskset", "-c", str(procs.CLIENT_CORE), py, str(procs.BENCH / "loadgen.py"), tool, "--url", url,
