@@ -6,7 +6,9 @@ These are the types stage sockets are declared with; the compiler checks every e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
+
+import msgspec
 
 __all__ = [
     "Attempt",
@@ -27,10 +29,12 @@ __all__ = [
 Role = Literal["system", "user", "assistant"]
 
 
-class Message(NamedTuple):
-    """One message sent to a model. A named tuple (as ``Turn``): a conversation's messages are built anew for
-    each request, and a tuple is made in less than half the time of a frozen dataclass. Serialise it with
-    ``to_dict`` (a JSON encoder would write a tuple as an array)."""
+class Message(msgspec.Struct, frozen=True, gc=False):
+    """One message sent to a model. A frozen msgspec ``Struct`` (as ``Turn``): a conversation's messages are built
+    anew for each request, and a ``Struct`` is made in a quarter of a named tuple's time (70 against 315 ns; a
+    frozen dataclass 462) and is written by msgspec as the JSON object ``{"role", "content"}`` without a dict in
+    between (the providers' request bodies). ``gc=False``: two strings cannot form a cycle, so the collector
+    never tracks it. ``to_dict`` gives the dict for everything else."""
 
     role: Role
     content: str
@@ -193,11 +197,11 @@ class BudgetDecision:
         return out
 
 
-class Turn(NamedTuple):
+class Turn(msgspec.Struct, frozen=True, gc=False):
     """One message of a conversation with its token count (counted once) and stored sequence number.
 
-    A named tuple, not a dataclass: a conversation's whole stored history becomes Turns on every request, and a
-    tuple is made in less than half the time of a frozen dataclass."""
+    A frozen msgspec ``Struct``, not a dataclass: a conversation's whole stored history becomes Turns on every
+    request (1,000 stored messages to the JSON sent upstream: 1.0 ms with named tuples and dicts, 0.3 ms so)."""
 
     role: Role
     content: str

@@ -175,7 +175,7 @@ class AnthropicProvider(_common.SDKClient, Provider):
     def _params(self, request: ProviderRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": request.model_id,
-            "messages": [m.to_dict() for m in request.dialogue],
+            "messages": list(request.dialogue),  # msgspec writes each Message as {"role", "content"}
             "max_tokens": request.max_tokens,
         }
         if request.system is not None:

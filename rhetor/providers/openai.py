@@ -168,7 +168,7 @@ class OpenAIProvider(_common.SDKClient, Provider):
     def _params(self, request: ProviderRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": request.model_id,
-            "messages": [m.to_dict() for m in request.messages],
+            "messages": list(request.messages),  # msgspec writes each Message as {"role", "content"}
             "max_tokens": request.max_tokens,
         }
         if request.temperature is not None:
