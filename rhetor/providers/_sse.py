@@ -24,9 +24,12 @@ import msgspec
 
 from rhetor.providers._common import MalformedChunk
 
-__all__ = ["END", "SKIP", "Event", "EventReader", "batches", "decode_json"]
+__all__ = ["END", "MAX_EVENT_BYTES", "SKIP", "Event", "EventReader", "batches", "decode_json"]
 
 _json = msgspec.json.Decoder()
+MAX_EVENT_BYTES = 64 * 1024 * 1024
+"""An event still without its end after this many bytes is a broken upstream (a chat chunk is a few hundred
+bytes), not something to keep in memory until the total timeout."""
 SKIP = object()
 """What a ``batches`` handler returns for an event that carries nothing for the caller (a ping)."""
 END = object()
@@ -79,11 +82,12 @@ class EventReader:
     whole event waits in a ``bytearray`` that only ever grows by the next chunk, so an event cut into many
     chunks costs its length, not its length times the number of chunks."""
 
-    __slots__ = ("_held", "_skip_lf")
+    __slots__ = ("_held", "_max_event", "_skip_lf")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event: int = MAX_EVENT_BYTES) -> None:
         self._held = bytearray()  # the start of an event whose blank line has not come yet
         self._skip_lf = False  # the last chunk ended with CR: a LF opening the next one is the same line end
+        self._max_event = max_event
 
     def feed(self, chunk: bytes) -> list[Event]:
         if not chunk:  # (and a CR that ended the last chunk may still meet its LF)
@@ -105,6 +109,7 @@ class EventReader:
                 start = end + 2
                 end = chunk.find(b"\n\n", start)
             held += chunk[start:]
+            self._check(held)
             return out
         search = len(held) - 1  # a blank line may begin with the held part's last LF
         held += chunk
@@ -115,7 +120,13 @@ class EventReader:
             start = end + 2
             end = held.find(b"\n\n", start)
         del held[:start]
+        self._check(held)
         return out
+
+    def _check(self, held: bytearray) -> None:
+        if len(held) > self._max_event:
+            raise MalformedChunk(f"an event longer than {self._max_event} bytes has no end: the upstream is not "
+                                 "sending server-sent events")
 
 
 async def batches(chunks: AsyncIterator[bytes], handle: Callable[[Event], Any],

@@ -73,6 +73,15 @@ def test_a_long_event_in_many_small_chunks() -> None:
     assert all(type(e.data) is bytes for e in events)
 
 
+def test_an_event_that_never_ends_is_malformed_not_kept_forever() -> None:
+    reader = EventReader(max_event=1000)
+    assert reader.feed(b"data: 1\n\n" + b"data: " + b"x" * 500) == [Event(None, b"1")]
+    with pytest.raises(MalformedChunk, match="longer than 1000 bytes"):
+        reader.feed(b"x" * 600)
+    with pytest.raises(MalformedChunk):
+        EventReader(max_event=1000).feed(b"y" * 1001)  # in the first chunk already
+
+
 def test_decode_json_reports_malformed_data() -> None:
     assert decode_json(b'{"a": [1, "\\u00e9"]}') == {"a": [1, "é"]}
     with pytest.raises(MalformedChunk, match="not JSON"):
