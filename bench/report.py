@@ -118,7 +118,35 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     else:
         out.append((f"Request cost, 1 vs {rows.get('rows', 1_000_000):,} stored rows", "within 10%",
                     rows.get("reason", "not run"), NA))
+    out.append(_prune_target(res.get("prune")))
     return out
+
+
+def _prune_target(prune: dict[str, Any] | None) -> tuple[str, str, str, str]:
+    name, goal = "Pruning a 10,000-message context scales linearly", "linear"
+    if not prune or "points" not in prune:
+        return name, goal, (prune or {}).get("error", "not run"), NA
+    ten = next(p for p in prune["points"] if p["messages"] == 10_000)
+    measured = (f"request on a 10k-message context {ten['request_s'] * 1e3:.1f} ms (prune alone "
+                f"{ten['prune_s'] * 1e3:.2f} ms); cost per extra message 10k→100k vs 1k→10k: "
+                f"×{prune['request']['ratio']:.2f} (request), ×{prune['prune']['ratio']:.2f} (prune alone)")
+    return name, f"{goal} (slope ×≤{prune['slope_limit']:g})", measured, _status(prune["linear"])
+
+
+def _prune_section(prune: dict[str, Any]) -> list[str]:
+    lines = ["## Long conversations (bench/prune_scaling.py, in process, gateway core)", "",
+             "Prune alone = the prune stage's window fitting and payload building over a history that fits whole. "
+             "Request = `Engine.run` of the default pipeline on SQLite with the context stored beforehand "
+             "(load, prune, budget, offline answer, append); the offline model's 200k-token window keeps 10k "
+             "messages whole and prunes 100k. Linear = the cost per extra message from 10k to 100k stays within "
+             f"×{prune['slope_limit']:g} of the one from 1k to 10k.", "",
+             "| stored messages | prune alone ms | µs per message | request ms | µs per message |",
+             "|--:|--:|--:|--:|--:|"]
+    for p in prune["points"]:
+        n = p["messages"]
+        lines.append(f"| {n:,} | {p['prune_s'] * 1e3:.2f} | {p['prune_s'] / n * 1e6:.3f} | {p['request_s'] * 1e3:.2f} "
+                     f"| {p['request_s'] / n * 1e6:.3f} |")
+    return [*lines, ""]
 
 
 def _json_table(res: dict[str, Any], group: str) -> list[str]:
@@ -265,6 +293,8 @@ def render(res: dict[str, Any]) -> str:
         else:
             lines += [f"Not measured: {rows.get('reason')}. The check runs by itself once the gateway writes its "
                       "database under `RHETOR_DATA_DIR`.", ""]
+    if res.get("prune", {}).get("points"):
+        lines += _prune_section(res["prune"])
     if res.get("notes"):
         lines += ["## Notes", "", *[f"- {n}" for n in res["notes"]], ""]
     return "\n".join(lines)

@@ -53,7 +53,7 @@ class Plan:
     groups: frozenset[str]
 
 
-ALL_GROUPS = frozenset({"memory", "json", "sse", "ws", "anthropic", "offline", "paced", "rows"})
+ALL_GROUPS = frozenset({"memory", "json", "sse", "ws", "anthropic", "offline", "paced", "rows", "prune"})
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -345,6 +345,21 @@ class Bench:
                 f"min {g.get('separate_arrivals_min')}/{g.get('expected_separate')}, max lag p50 "
                 f"{g.get('max_lag_ms_p50', float('nan')):.1f} ms")
 
+    def run_prune(self) -> None:
+        """bench/prune_scaling.py on the gateway's core (no gateway running): prune alone and whole requests over
+        stored contexts of 1k, 10k and 100k messages, in process, on the code under test."""
+        cmd = ["taskset", "-c", str(procs.GATEWAY_CORE), str(procs.ROOT / ".venv" / "bin" / "python"),
+               str(procs.BENCH / "prune_scaling.py"), "--json", "--repeat", "3" if self.args.quick else "9"]
+        env = {**os.environ, **self.src.env()}
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd=self.src.root)  # noqa: S603
+        if out.returncode != 0:
+            self.results["prune"] = {"error": out.stderr.strip()[-500:]}
+            log(f"prune     failed: {out.stderr.strip()[-300:]}")
+            return
+        res = self.results["prune"] = json.loads(out.stdout.strip().splitlines()[-1])
+        log(f"prune     10k-message context: request {res['points'][1]['request_s'] * 1e3:.1f} ms; slope 10k→100k "
+            f"vs 1k→10k ×{res['request']['ratio']:.2f} (request), ×{res['prune']['ratio']:.2f} (prune alone)")
+
     def run_rows(self) -> None:
         """Same load on a fresh database and on one holding ``rows`` rows per table; fresh process each time."""
         res = self.results["rows"] = {"rows": self.plan.rows}
@@ -412,6 +427,8 @@ class Bench:
             mem["end_rss_mb"] = procs.rss_mb(self.gw.pid)
             self.results["upstream_stats"] = self.upstream_stats()
             self.gw.stop()
+            if "prune" in groups:
+                self.run_prune()
             if "rows" in groups:
                 if any(p.is_file() for p in data.rglob("*")):
                     self.run_rows()
