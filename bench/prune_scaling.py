@@ -54,11 +54,11 @@ def prune_alone(n: int, repeat: int) -> float:
     return statistics.median(times)
 
 
-async def whole_request(n: int, repeat: int) -> float:
+async def whole_request(n: int, repeat: int, root: Path = REPO) -> float:
     """Median seconds of one default-pipeline request on a context holding n stored messages (SQLite)."""
     with tempfile.TemporaryDirectory() as data:
         resources = Resources.from_env({"RHETOR_DATA_DIR": data})
-        engine = build_engine(REPO, env={}, resources=resources)
+        engine = build_engine(root, env={}, resources=resources)
         try:
             await resources.ensure_started()
             contexts = resources.storage.contexts
@@ -87,11 +87,11 @@ def slopes(points: list[dict[str, Any]], key: str) -> dict[str, float]:
     return {"first_us": first * 1e6, "second_us": second * 1e6, "ratio": second / first if first > 0 else float("inf")}
 
 
-def measure(repeat: int) -> dict[str, Any]:
+def measure(repeat: int, root: Path = REPO) -> dict[str, Any]:
     points = []
     for n in SIZES:
         reps = max(3, repeat if n < 100_000 else repeat // 3)
-        request = asyncio.run(whole_request(n, reps))
+        request = asyncio.run(whole_request(n, reps, root))
         points.append({"messages": n, "prune_s": prune_alone(n, reps), "request_s": request})
     out = {"points": points, "prune": slopes(points, "prune_s"), "request": slopes(points, "request_s"),
            "slope_limit": SLOPE_LIMIT}
@@ -103,8 +103,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.add_argument("--repeat", type=int, default=9, help="timed runs per size (a third of it at 100k)")
+    p.add_argument("--root", type=Path, default=REPO, help="the configuration's root (default: this checkout)")
     args = p.parse_args()
-    res = measure(args.repeat)
+    res = measure(args.repeat, args.root)
     if args.json:
         print(json.dumps(res))
         return

@@ -285,10 +285,11 @@ def render(res: dict[str, Any]) -> str:
     if rows:
         lines += ["## Stored rows", ""]
         if rows.get("status") == "measured":
-            lines += [f"`POST /message` with 16 conversations (`context_id`), c=16, on a fresh gateway with a fresh "
-                      f"database, then on a fresh gateway whose database holds {rows['rows']:,} rows in every table "
-                      "it has written to (bench/seed_rows.py). Two windows each; the target compares the better "
-                      "window of each phase (noise only ever adds cost).", "",
+            lines += [f"`POST /message` with 16 conversations (`context_id`), c=16, on two gateways side by side: one "
+                      "on a database holding a warm-up's rows, one on a copy of it grown to "
+                      f"{rows['rows']:,} rows in every table the gateway wrote to (bench/seed_rows.py). Their windows "
+                      "alternate (fresh, seeded, seeded, fresh), so a drift of the machine weighs on both alike; "
+                      "the target compares the better window of each (noise only ever adds cost).", "",
                       *_json_table(res, "rows"), ""]
         else:
             lines += [f"Not measured: {rows.get('reason')}. The check runs by itself once the gateway writes its "

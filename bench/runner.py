@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -349,7 +350,8 @@ class Bench:
         """bench/prune_scaling.py on the gateway's core (no gateway running): prune alone and whole requests over
         stored contexts of 1k, 10k and 100k messages, in process, on the code under test."""
         cmd = ["taskset", "-c", str(procs.GATEWAY_CORE), str(procs.ROOT / ".venv" / "bin" / "python"),
-               str(procs.BENCH / "prune_scaling.py"), "--json", "--repeat", "3" if self.args.quick else "9"]
+               str(procs.BENCH / "prune_scaling.py"), "--json", "--repeat", "3" if self.args.quick else "9",
+               "--root", str(self.src.root)]
         env = {**os.environ, **self.src.env()}
         out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd=self.src.root)  # noqa: S603
         if out.returncode != 0:
@@ -361,42 +363,53 @@ class Bench:
             f"vs 1k→10k ×{res['request']['ratio']:.2f} (request), ×{res['prune']['ratio']:.2f} (prune alone)")
 
     def run_rows(self) -> None:
-        """Same load on a fresh database and on one holding ``rows`` rows per table; fresh process each time."""
+        """The same load on two gateways side by side: one on a database holding a warm-up's rows, one on a copy of
+        it grown to ``rows`` rows per table. Their windows alternate (fresh, seeded, seeded, fresh), so a drift of
+        the machine, or the disk still writing back the seeding, weighs on both alike."""
         res = self.results["rows"] = {"rows": self.plan.rows}
-        data = self.run_dir / "data-rows"
-        samples = []
-        for phase in ("fresh", "seeded"):
-            if phase == "seeded":
-                dbs = [p for p in data.rglob("*") if p.suffix in (".sqlite3", ".sqlite", ".db")]
-                if not dbs:
-                    res["status"] = "n/a"
-                    res["reason"] = "the gateway wrote no database under RHETOR_DATA_DIR: storage is not wired yet"
-                    log(f"rows      {res['reason']}; skipped")
-                    return
-                log(f"rows      seeding {self.plan.rows:,} rows per table into {', '.join(p.name for p in dbs)}")
-                seed = subprocess.run([str(procs.ROOT / ".venv" / "bin" / "python"), str(procs.BENCH / "seed_rows.py"),
-                                       "--data-dir", str(data), "--rows", str(self.plan.rows)],
-                                      capture_output=True, text=True, check=False)
-                res["seed"] = json.loads(seed.stdout) if seed.returncode == 0 else {"error": seed.stderr[-500:]}
-            self.gw = self.start_gateway(data, f"rows-{phase}")
-            try:  # /message with 16 conversations (new ids in each phase): contexts, budget ledger, ...
-                runs = []
-                for n in (1, 2):  # twice, keeping the better window: noise only ever adds cost
-                    row = self.json_run("rows", f"POST /message + context_id ({phase} database, run {n})",
-                                        f"{self.gw_url}/message", "message_ctx", 16,
-                                        contexts=(f"bench-{phase}{n}-", 16))
-                    row["phase"] = phase
-                    runs.append(row)
-                best = {"rate": max(r["rate"] for r in runs), "gw_cpu_ms": min(r["gw_cpu_ms"] for r in runs),
-                        "p50_ms": min(r["p50_ms"] for r in runs), "noisy": [r["foreign_client_core"] > 0.25
-                                                                            or r["foreign_gw_core"] > 0.25
-                                                                            for r in runs]}
-                samples.append(best)
-                res[phase] = {**best, "db_files": sorted(str(p.relative_to(data)) for p in data.rglob("*")
-                                                         if p.is_file())}
-            finally:
-                self.gw.stop()
-        a, b = samples
+        fresh, seeded = self.run_dir / "data-rows-fresh", self.run_dir / "data-rows-seeded"
+        self.gw = self.start_gateway(fresh, "rows-warm-up")
+        try:  # /message with 16 conversations: every table the request path writes gets rows
+            procs.run_wrk(f"{self.gw_url}/message", self.bodies["message_ctx"], 16, max(1.0, self.plan.warmup),
+                          contexts=("bench-rows-warm-", 16))
+            self.settle()
+        finally:
+            self.gw.stop()
+        dbs = [p for p in fresh.rglob("*") if p.suffix in (".sqlite3", ".sqlite", ".db")]
+        if not dbs:
+            res["status"] = "n/a"
+            res["reason"] = "the gateway wrote no database under RHETOR_DATA_DIR: storage is not wired yet"
+            log(f"rows      {res['reason']}; skipped")
+            return
+        shutil.copytree(fresh, seeded)
+        log(f"rows      seeding {self.plan.rows:,} rows per table into a copy of {', '.join(p.name for p in dbs)}")
+        cmd = [str(procs.ROOT / ".venv" / "bin" / "python"), str(procs.BENCH / "seed_rows.py"),
+               "--data-dir", str(seeded), "--rows", str(self.plan.rows)]
+        seed = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+        res["seed"] = json.loads(seed.stdout) if seed.returncode == 0 else {"error": seed.stderr[-500:]}
+        os.sync()  # the seeding's writes reach the disk before anything is measured
+        gateways: dict[str, tuple[procs.Service, str]] = {}
+        runs: dict[str, list[dict[str, Any]]] = {"fresh": [], "seeded": []}
+        try:
+            for phase, data in (("fresh", fresh), ("seeded", seeded)):
+                gateways[phase] = (self.start_gateway(data, f"rows-{phase}"), self.gw_url)
+            for phase in ("fresh", "seeded", "seeded", "fresh"):
+                self.gw, self.gw_url = gateways[phase]
+                n = len(runs[phase]) + 1
+                row = self.json_run("rows", f"POST /message + context_id ({phase} database, run {n})",
+                                    f"{self.gw_url}/message", "message_ctx", 16, contexts=(f"bench-{phase}{n}-", 16))
+                row["phase"] = phase
+                runs[phase].append(row)
+        finally:
+            for gw, _ in gateways.values():
+                gw.stop()
+        for phase, data in (("fresh", fresh), ("seeded", seeded)):
+            rs = runs[phase]  # the better window of each: noise only ever adds cost
+            res[phase] = {"rate": max(r["rate"] for r in rs), "gw_cpu_ms": min(r["gw_cpu_ms"] for r in rs),
+                          "p50_ms": min(r["p50_ms"] for r in rs),
+                          "noisy": [r["foreign_client_core"] > 0.25 or r["foreign_gw_core"] > 0.25 for r in rs],
+                          "db_files": sorted(str(p.relative_to(data)) for p in data.rglob("*") if p.is_file())}
+        a, b = res["fresh"], res["seeded"]
         res["status"] = "measured"
         res["cpu_ratio"] = b["gw_cpu_ms"] / a["gw_cpu_ms"] if a["gw_cpu_ms"] else None
         res["rate_ratio"] = b["rate"] / a["rate"] if a["rate"] else None
