@@ -36,7 +36,7 @@ from rhetor.types import Conversation, RequestOptions, Turn
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = (1_000, 10_000, 100_000)
-TOKENS = 10  # per stored message: "message <i> of a long conversation" and its framing
+TOKENS = 13  # per stored message: what context_save would store for "message <i> of a long conversation"
 SLOPE_LIMIT = 2.0  # linear: the 10k→100k cost per extra message stays within this factor of the 1k→10k one
 
 
