@@ -92,7 +92,7 @@ async def reserve(tx: LedgerTx, req: ReserveRequest) -> ReserveOutcome:
             extra=dict(req.extra),
         )
     )
-    after = {k: replace(t, reserved_nanos=t.reserved_nanos + req.amount_nanos) for k, t in before.items()}
+    after = {k: BucketTotals(t.spent_nanos, t.reserved_nanos + req.amount_nanos) for k, t in before.items()}
     crossed = await _fire(tx, buckets, after, req.thresholds_ppm, req.created_at)
     return ReserveOutcome(admitted=True, over=over, crossed=crossed)
 
@@ -174,12 +174,15 @@ async def _fire(
     at: datetime,
 ) -> tuple[ThresholdHit, ...]:
     """Thresholds reached (committed ≥ fraction × limit) that fire now for the first time in their window."""
+    limited = [(b, after[b.bucket].committed_nanos) for b in buckets if b.limit_nanos]
+    if not limited:
+        return ()
+    ppms = sorted(set(thresholds_ppm))
     reached = [
-        ThresholdHit(b.bucket, ppm, b.limit_nanos, after[b.bucket].committed_nanos)
-        for b in buckets
-        if b.limit_nanos
-        for ppm in sorted(set(thresholds_ppm))
-        if after[b.bucket].committed_nanos * PPM >= ppm * b.limit_nanos
+        ThresholdHit(b.bucket, ppm, b.limit_nanos, committed)
+        for b, committed in limited
+        for ppm in ppms
+        if committed * PPM >= ppm * b.limit_nanos
     ]
     if not reached:
         return ()

@@ -59,12 +59,16 @@ def decode_buckets(text: str) -> tuple[BucketLimit, ...]:
     return tuple(BucketLimit(BucketKey(s, w, k), int(limit)) for s, w, k, limit in json.loads(text))
 
 
+def _encode_extra(extra: Mapping[str, Any]) -> str:
+    return json.dumps(extra, default=str) if extra else "{}"  # most reservations have no extra attributes
+
+
 def insert_values(row: ReservationRow, ts: Callable[[datetime], Any]) -> tuple[Any, ...]:
     wk = row.window_keys
     return (
         row.id, row.state, row.amount_nanos, encode_buckets(row.buckets), wk["daily"], wk["weekly"], wk["monthly"],
         ts(row.created_at), ts(row.expires_at), row.attrs.get("component"), row.attrs.get("task_type"),
-        row.attrs.get("model"), row.attrs.get("provider"), json.dumps(row.extra, default=str),
+        row.attrs.get("model"), row.attrs.get("provider"), _encode_extra(row.extra),
     )
 
 
@@ -73,7 +77,7 @@ def update_values(row: ReservationRow, ts: Callable[[datetime], Any]) -> tuple[A
         row.state, row.cost_nanos, None if row.finished_at is None else ts(row.finished_at),
         row.attrs.get("component"), row.attrs.get("task_type"), row.attrs.get("model"), row.attrs.get("provider"),
         row.input_tokens, row.output_tokens, row.cache_read_tokens, row.cache_write_tokens,
-        json.dumps(row.extra, default=str),
+        _encode_extra(row.extra),
     )
 
 
@@ -87,7 +91,7 @@ def reservation_from(rec: Mapping[str, Any], parse: Callable[[Any], datetime]) -
         created_at=parse(rec["created_at"]),
         expires_at=parse(rec["expires_at"]),
         attrs={a: rec[a] for a in ("component", "task_type", "model", "provider")},
-        extra=json.loads(rec["extra"]),
+        extra={} if rec["extra"] == "{}" else json.loads(rec["extra"]),
         cost_nanos=None if rec["cost_nanos"] is None else int(rec["cost_nanos"]),
         finished_at=None if rec["finished_at"] is None else parse(rec["finished_at"]),
         input_tokens=int(rec["input_tokens"]),

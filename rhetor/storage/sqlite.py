@@ -53,6 +53,8 @@ _INSERT = (
     f"INSERT INTO budget_reservations ({', '.join(_rows.INSERT_COLUMNS)}) "  # noqa: S608 (constant columns)
     f"VALUES ({', '.join('?' * len(_rows.INSERT_COLUMNS))})"
 )
+_READ_BUCKET = "SELECT spent_nanos, reserved_nanos FROM budget_buckets WHERE scope = ? AND win = ? AND win_key = ?"
+_NEW_BUCKET = "INSERT INTO budget_buckets (scope, win, win_key) VALUES (?, ?, ?)"
 _UPDATE = (
     f"UPDATE budget_reservations SET {', '.join(c + ' = ?' for c in _rows.UPDATE_COLUMNS)} "  # noqa: S608
     "WHERE id = ?"
@@ -67,14 +69,17 @@ class _SQLiteTx(core.LedgerTx):
         self._c = conn
 
     async def lock_buckets(self, keys: Sequence[BucketKey]) -> dict[BucketKey, BucketTotals]:
-        # The whole database is already locked by BEGIN IMMEDIATE: just make sure the rows exist.
-        self._c.executemany("INSERT OR IGNORE INTO budget_buckets (scope, win, win_key) VALUES (?, ?, ?)", keys)
+        # The whole database is already locked by BEGIN IMMEDIATE: read each row, create the missing ones (a new
+        # window's). Reading first saves the INSERT's work on the common path, where every bucket exists.
+        execute = self._c.execute
         out = {}
         for k in keys:
-            spent, reserved = self._c.execute(
-                "SELECT spent_nanos, reserved_nanos FROM budget_buckets WHERE scope = ? AND win = ? AND win_key = ?", k
-            ).fetchone()
-            out[k] = BucketTotals(spent, reserved)
+            found = execute(_READ_BUCKET, k).fetchone()
+            if found is None:
+                execute(_NEW_BUCKET, k)
+                out[k] = BucketTotals()
+            else:
+                out[k] = BucketTotals(*found)
         return out
 
     async def add_to_buckets(self, deltas: Mapping[BucketKey, tuple[int, int]]) -> None:

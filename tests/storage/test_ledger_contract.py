@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from rhetor.budget import BudgetLedger
+from rhetor.config.models import BudgetLimitsSpec
 from rhetor.errors import BudgetExceededError
 from rhetor.storage import ReservationStateError, Storage, UnknownReservationError
 from rhetor.types import Usage
@@ -279,6 +280,33 @@ async def test_windows_roll_over_at_utc_boundaries(
         assert report.scopes["global"].windows[w].spent_usd == 0.0
         assert report.usage[w].total.requests == 0
     assert report.usage["all_time"].total.spend_usd == 1.0
+
+
+async def over_windows(ledger: BudgetLedger, now: datetime, scopes: dict) -> list[str]:
+    with pytest.raises(BudgetExceededError) as exc:
+        await ledger.reserve(scopes, NANO, enforce=True, now=now)
+    return sorted(o["window"] for o in exc.value.details["over"])
+
+
+async def test_limits_from_budgets_yaml_apply_to_the_windows_of_each_reservations_day(ledger: BudgetLedger) -> None:
+    """budgets.yaml's limits (``BudgetLimitsSpec``) take the ledger's fast path, which prepares a scope set's buckets
+    once per day: a new day, a clock that goes back and changed limits must each still get their own buckets."""
+    spec = {"global": BudgetLimitsSpec(daily=1.0, weekly=1.0, monthly=1.0)}
+    sunday, monday = at(2025, 3, 16, 23, 59, 59, 999999), at(2025, 3, 17)
+    r = await ledger.reserve(spec, 1.0, enforce=True, now=sunday)
+    await ledger.settle(r.id, 1.0, now=sunday)
+    assert await over_windows(ledger, sunday, spec) == ["daily", "monthly", "weekly"]
+    assert await over_windows(ledger, monday, spec) == ["monthly"]  # a new day and ISO week
+    assert await over_windows(ledger, sunday, spec) == ["daily", "monthly", "weekly"]  # the clock went back
+    raised = {"global": BudgetLimitsSpec(daily=2.0, weekly=2.0, monthly=1.0)}  # budgets.yaml reloaded
+    assert await over_windows(ledger, sunday, raised) == ["monthly"]
+    r = await ledger.reserve({"global": BudgetLimitsSpec(daily=2.0, weekly=2.0, monthly=2.0)}, 0.5, enforce=True,
+                             now=sunday)
+    row = await ledger.repo.get(r.id)
+    assert row is not None
+    assert sorted((b.bucket.window, b.bucket.key, b.limit_nanos) for b in row.buckets) == [
+        ("daily", "2025-03-16", 2_000_000_000), ("monthly", "2025-03", 2_000_000_000),
+        ("weekly", "2025-W11", 2_000_000_000)]
 
 
 async def test_iso_week_key_uses_the_iso_year(ledger: BudgetLedger) -> None:
