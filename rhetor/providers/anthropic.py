@@ -168,6 +168,7 @@ class AnthropicProvider(_common.SDKClient, Provider):
                 http_client=_common.aiohttp_client(_sdk(), timeout),
             )
             self._stream_cls = _events_cls()
+            self._url = _common.endpoint(self._client.base_url, _PATH)
 
     def _where(self) -> str:
         return f"Anthropic API at {self._client.base_url}"
@@ -190,7 +191,7 @@ class AnthropicProvider(_common.SDKClient, Provider):
         client = self._ready(b)
         with _map_errors(b):
             async with asyncio.timeout_at(deadlines.first_token):
-                message = await client.post(_PATH, content=_common.json_body(self._params(request)), cast_to=object)
+                message = await client.post(self._url, content=_common.json_body(self._params(request)), cast_to=object)
             content = message.get("content") if isinstance(message, dict) else None
             if content is None:
                 raise _common.MalformedChunk("the answer has no content")
@@ -202,7 +203,7 @@ class AnthropicProvider(_common.SDKClient, Provider):
 
     def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta | StreamEnd]:
         body = {**self._params(request), "stream": True}
-        return self._post_stream(request.model_id, _PATH, body, self._consume, _map_errors,
+        return self._post_stream(request.model_id, self._url, body, self._consume, _map_errors,
                                  until_done=True, missing_end="the stream ended before message_stop")
 
     @staticmethod

@@ -161,6 +161,7 @@ class OpenAIProvider(_common.SDKClient, Provider):
                 http_client=_common.aiohttp_client(_sdk(), timeout),
             )
             self._stream_cls = _events_cls()
+            self._url = _common.endpoint(self._client.base_url, _PATH)
 
     def _where(self) -> str:
         return f"OpenAI-compatible API at {self._client.base_url}"
@@ -183,7 +184,7 @@ class OpenAIProvider(_common.SDKClient, Provider):
         client = self._ready(b)
         with _map_errors(b):
             async with asyncio.timeout_at(deadlines.first_token):
-                response = await client.post(_PATH, content=_common.json_body(self._params(request)),
+                response = await client.post(self._url, content=_common.json_body(self._params(request)),
                                              cast_to=object, options=_options())
             choices = response.get("choices") if isinstance(response, dict) else None
             if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
@@ -194,7 +195,7 @@ class OpenAIProvider(_common.SDKClient, Provider):
 
     def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta | StreamEnd]:
         body = {**self._params(request), "stream": True, "stream_options": {"include_usage": True}}
-        return self._post_stream(request.model_id, _PATH, body, self._consume, _map_errors,
+        return self._post_stream(request.model_id, self._url, body, self._consume, _map_errors,
                                  until_done=False, missing_end="the stream ended before its finish_reason",
                                  options=_options())
 

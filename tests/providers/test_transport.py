@@ -30,6 +30,7 @@ import openai
 import pytest
 
 from rhetor import errors
+from rhetor.providers import _common
 from rhetor.providers.anthropic import AnthropicProvider
 from rhetor.providers.base import Provider
 from rhetor.providers.openai import OpenAIProvider
@@ -460,3 +461,21 @@ async def test_anthropic_pings_and_unknown_events_are_skipped(make_provider) -> 
         assert end.usage == Usage(input_tokens=5, output_tokens=3) and end.finish_reason == "end_turn"
     finally:
         fake.stop()
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1/", "https://gateway.example/proxy/openai/v1",
+     "http://127.0.0.1:9", "http://[::1]:9/a%20b/", "http://127.0.0.1:9/v1?api-version=2024-06-01"],
+)
+@pytest.mark.parametrize(("sdk", "path"), [(openai.AsyncOpenAI, "/chat/completions"),
+                                           (anthropic.AsyncAnthropic, "/v1/messages")])
+async def test_the_endpoint_url_is_the_one_the_sdk_would_build(sdk: Any, path: str, base_url: str) -> None:
+    """Providers hand the SDK an absolute URL made once; it must be exactly the SDK's own join of base URL and path
+    (the fakes check the path of every request; this also covers prefixes, missing slashes and escapes)."""
+    client = sdk(api_key="k", base_url=base_url)
+    try:
+        assert _common.endpoint(client.base_url, path) == str(client._prepare_url(path))  # noqa: SLF001 (the oracle)
+    finally:
+        await client.close()
+
