@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import gc
 import logging
@@ -10,6 +11,7 @@ import os
 import queue
 import sys
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -23,30 +25,81 @@ from rhetor.server.settings import ServerSettings
 __all__ = ["serve"]
 
 
-class _Handoff(logging.handlers.QueueHandler):
-    """Hands records to the log thread as they are: the JSON formatting and the write to stderr (a blocking
-    write, once per request for the access log) happen there, never on the event loop."""
+BATCH_DELAY_S = 0.02
+"""How long a record emitted on the event loop may wait before its batch goes to the log thread."""
+BATCH_MAX = 256
+"""A batch this long goes at once."""
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+
+class _Handoff(logging.Handler):
+    """Hands records to the log thread, where the JSON formatting and the write to stderr (a blocking write) happen,
+    never on the event loop.
+
+    Records emitted on the event loop go in batches, at most ``BATCH_DELAY_S`` after the first of each: the log
+    thread then wakes, takes the GIL and writes once per batch rather than once per line (the access log writes
+    a line per request). Records emitted off the loop go at once. ``flush`` (at exit) hands over what waits."""
+
+    def __init__(self, batches: queue.SimpleQueue[list[logging.LogRecord]]) -> None:
+        super().__init__()
+        self._batches = batches
+        self._pending: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:  # called under self.lock (Handler.handle)
         record = copy.copy(record)
         record.msg, record.args = record.getMessage(), None  # arguments may change once the call returns
-        return record
+        self._pending.append(record)
+        if len(self._pending) >= BATCH_MAX:
+            self._hand_over()
+        elif len(self._pending) == 1:
+            try:
+                asyncio.get_running_loop().call_later(BATCH_DELAY_S, self.flush)
+            except RuntimeError:  # not on an event loop's thread
+                self._hand_over()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # made by Handler.__init__
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._batches.put(batch)
 
 
-def _configure_logging() -> logging.handlers.QueueListener:
-    """JSON lines on stderr, written by a listener thread; the caller stops it (which flushes) at exit."""
+class _BatchListener(logging.handlers.QueueListener):
+    """The log thread: formats the records of each batch and writes them to the stream with one call."""
+
+    def __init__(self, batches: queue.SimpleQueue[list[logging.LogRecord]],
+                 handler: logging.StreamHandler) -> None:  # type: ignore[type-arg]
+        super().__init__(batches, handler)  # type: ignore[arg-type]
+        self._out = handler
+
+    def handle(self, record: Any) -> None:
+        """``record`` is a batch (a list of records) from ``_Handoff``."""
+        out = self._out
+        try:
+            out.stream.write("".join(out.format(r) + "\n" for r in record))
+            out.stream.flush()
+        except (OSError, ValueError):  # stderr closed or gone: logging must never take the server down
+            return
+
+
+def _configure_logging() -> tuple[_Handoff, logging.handlers.QueueListener]:
+    """JSON lines on stderr, written by a listener thread; at exit the caller flushes the handoff, then stops the
+    listener (which writes out what is queued)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = logging.handlers.QueueListener(records, handler, respect_handler_level=True)
+    batches: queue.SimpleQueue[list[logging.LogRecord]] = queue.SimpleQueue()
+    listener = _BatchListener(batches, handler)
+    handoff = _Handoff(batches)
     root = logging.getLogger("rhetor")
-    root.handlers[:] = [_Handoff(records)]
+    root.handlers[:] = [handoff]
     root.setLevel(os.environ.get("RHETOR_LOG_LEVEL", "INFO").upper())
     root.propagate = False
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):  # one INFO line per upstream call otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
     listener.start()
-    return listener
+    return handoff, listener
 
 
 def serve(config_dir: Path, *, host: str, port: int) -> int:
@@ -69,7 +122,7 @@ def serve(config_dir: Path, *, host: str, port: int) -> int:
         return 1
     print(f"rhetor: config version {engine.version}, pipelines {', '.join(sorted(engine.pipelines))}, "
           f"storage {resources.storage.describe()}; serving on http://{host}:{port}", file=sys.stderr, flush=True)
-    listener = _configure_logging()
+    handoff, listener = _configure_logging()
     try:
         app = create_app(engine, settings=settings, config_dir=config_dir, env=dict(os.environ))
         # Everything built so far (modules, the SDKs' types, the compiled engine) lives as long as the
@@ -81,5 +134,6 @@ def serve(config_dir: Path, *, host: str, port: int) -> int:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                     timeout_graceful_shutdown=int(settings.drain_seconds))
     finally:
+        handoff.flush()
         listener.stop()  # writes out what is queued
     return 0
