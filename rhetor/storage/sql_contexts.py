@@ -9,6 +9,7 @@ Deleting a context row cascades to its messages and summary; a concurrent append
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -24,12 +25,13 @@ from rhetor.storage.content_records import (
     check_count,
     component_of,
 )
+from rhetor.storage.history_cache import HistoryCache
 from rhetor.storage.sql_content import ContentHost, ContentTx, now_or, run
 
 __all__ = ["SqlContexts"]
 
 _UPSERT = """
-INSERT INTO contexts (id, component, created_at, last_activity, last_seq) VALUES (?, ?, ?, ?, ?)
+INSERT INTO contexts (id, component, created_at, last_activity, last_seq, incarnation) VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET last_seq = contexts.last_seq + excluded.last_seq,
     last_activity = {greatest}(contexts.last_activity, excluded.last_activity),
     component = COALESCE(contexts.component, excluded.component)
@@ -49,6 +51,7 @@ ORDER BY c.last_activity DESC, c.id
 _LIST_ALL = _LIST.format(where="")
 _LIST_COMPONENT = _LIST.format(where="WHERE component = ?")
 _LOCK_CONTEXT = "SELECT last_seq FROM contexts WHERE id = ?{for_update}"
+_CONTEXT_ROW = "SELECT component, last_activity, last_seq, incarnation FROM contexts WHERE id = ?"
 _SUMMARY = "SELECT upto_seq, text, tokens, created_at FROM context_summaries WHERE context_id = ?"
 _HISTORY = "SELECT seq, role, content, tokens FROM context_messages WHERE context_id = ? AND seq > ? ORDER BY seq"
 _PUT_SUMMARY = """
@@ -66,6 +69,7 @@ class SqlContexts(ContextRepository):
         self._d = host.dialect
         self._upsert = self._d.sql(_UPSERT)
         self._lock_context = self._d.sql(_LOCK_CONTEXT)
+        self._cache = HistoryCache()
 
     async def append(
         self,
@@ -79,9 +83,10 @@ class SqlContexts(ContextRepository):
         msgs = list(messages)
         ts = self._d.ts(at)
         comp = component or component_of(context_id)
+        incarnation = uuid.uuid4().hex  # kept only if this append creates the context
 
         async def op(tx: ContentTx) -> list[StoredMessage]:
-            rows = await tx.fetch(self._upsert, (context_id, comp, ts, ts, len(msgs)))
+            rows = await tx.fetch(self._upsert, (context_id, comp, ts, ts, len(msgs), incarnation))
             first = int(rows[0]["last_seq"]) - len(msgs) + 1
             stored = [StoredMessage(first + i, m.role, m.content, m.tokens, at) for i, m in enumerate(msgs)]
             if stored:
@@ -121,20 +126,34 @@ class SqlContexts(ContextRepository):
         )
 
     async def history(self, context_id: str) -> ContextHistory | None:
-        """Three reads in one snapshot, the messages as plain tuples (made on the storage's side)."""
+        """Three reads in one snapshot, the messages as plain tuples (made on the storage's side). With the context's
+        history cached (``history_cache``), only the messages stored since are read."""
+        cached = self._cache.get(context_id)
 
         async def op(tx: ContentTx) -> tuple[Any, ...] | None:
-            ctx = await tx.fetch("SELECT component, last_activity FROM contexts WHERE id = ?", (context_id,))
+            ctx = await tx.fetch(_CONTEXT_ROW, (context_id,))
             if not ctx:
                 return None
+            row = ctx[0]
             summary = await tx.fetch(_SUMMARY, (context_id,))
             upto = int(summary[0]["upto_seq"]) if summary else 0
-            return ctx[0], summary, tuple(map(tuple, await tx.fetch(_HISTORY, (context_id, upto))))
+            last_seq, incarnation = int(row["last_seq"]), row["incarnation"]
+            extends = cached is not None and cached.usable_for(incarnation, upto, last_seq)
+            after = cached.last_seq if extends and cached is not None else upto
+            rows = tuple(map(tuple, await tx.fetch(_HISTORY, (context_id, after)))) if last_seq > after else ()
+            return row, summary, upto, last_seq, incarnation, extends, rows
 
         found = await run(self._h, op, write=False)
         if found is None:
+            self._cache.drop(context_id)
             return None
-        ctx, summary, messages = found
+        ctx, summary, upto, last_seq, incarnation, extends, rows = found
+        if extends and cached is not None:
+            messages = cached.extended(upto, last_seq, rows)
+            self._cache.put(context_id, incarnation, upto, last_seq, messages, cached)
+        else:
+            messages = rows
+            self._cache.put(context_id, incarnation, upto, last_seq, messages)
         return ContextHistory(ctx["component"], self._d.parse_ts(ctx["last_activity"]), self._summary(summary),
                               messages)
 
@@ -160,6 +179,7 @@ class SqlContexts(ContextRepository):
         ]
 
     async def delete(self, context_id: str) -> bool:
+        self._cache.drop(context_id)
         return await run(self._h, lambda tx: tx.execute("DELETE FROM contexts WHERE id = ?", (context_id,))) > 0
 
     async def put_summary(

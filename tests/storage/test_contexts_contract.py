@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -166,6 +167,63 @@ async def test_history_is_what_follows_the_summary_as_plain_tuples(storage: Stor
     assert ctx is not None and [(m.seq, m.role, m.content, m.tokens) for m in ctx.messages][3:] == list(after.messages)
     assert await repo.put_summary("h:1", upto_seq=5, text="all", tokens=1, now=at(7)) is True
     assert (await repo.history("h:1")).messages == ()  # type: ignore[union-attr]
+
+
+def flat(history: ContextHistory | None) -> list[tuple[int, str]]:
+    assert history is not None
+    return [(seq, content) for seq, _, content, _ in history.messages]
+
+
+async def test_history_read_again_follows_appends_summaries_and_recreation(storage: Storage) -> None:
+    """Reading a conversation again (the SQL backends then read only what is new) gives what a first read would:
+    after appends, after a new summary, and after the context is deleted or expired and created again under the
+    same id, at the same instant, with as many messages (same sequence numbers, different texts)."""
+    repo = storage.contexts
+    await repo.append("r:1", pair(1), now=T0)
+    assert flat(await repo.history("r:1")) == [(1, "question 1"), (2, "answer 1")]
+    assert flat(await repo.history("r:1")) == [(1, "question 1"), (2, "answer 1")]  # nothing new
+    await repo.append("r:1", pair(2), now=at(1))
+    assert flat(await repo.history("r:1")) == [(1, "question 1"), (2, "answer 1"), (3, "question 2"), (4, "answer 2")]
+    assert await repo.put_summary("r:1", upto_seq=2, text="first pair", tokens=2, now=at(2)) is True
+    await repo.append("r:1", pair(3), now=at(3))
+    after = await repo.history("r:1")
+    assert after is not None and after.summary is not None and after.summary.upto_seq == 2
+    assert flat(after) == [(3, "question 2"), (4, "answer 2"), (5, "question 3"), (6, "answer 3")]
+
+    assert await repo.delete("r:1") is True
+    assert await repo.history("r:1") is None
+    await repo.append("r:1", pair(7), now=T0)  # recreated: the same id, instant and sequence numbers
+    await repo.append("r:1", pair(8), now=at(1))
+    assert flat(await repo.history("r:1")) == [(1, "question 7"), (2, "answer 7"), (3, "question 8"), (4, "answer 8")]
+
+    await repo.append("r:1", pair(9), now=at(2))
+    assert len((await repo.history("r:1")).messages) == 6  # type: ignore[union-attr]
+    assert await repo.expire(before=at(100)) == 1  # gone without this storage being asked to delete it
+    for n in (10, 11, 12):  # created again up to the same sequence number as before
+        await repo.append("r:1", pair(n), now=at(2))
+    assert flat(await repo.history("r:1")) == [(1, "question 10"), (2, "answer 10"), (3, "question 11"),
+                                               (4, "answer 11"), (5, "question 12"), (6, "answer 12")]
+
+
+async def test_history_sees_what_another_process_stored(make_storage: Callable[[], Storage]) -> None:
+    """Two storages on one database (two processes, or two replicas): what one appends, summarises or deletes, the
+    other's next read of a history it read before shows (each read checks the context in its own snapshot)."""
+    async with make_storage() as a, make_storage() as b:
+        if a.kind == "memory":  # nothing is shared between two in-memory storages
+            return
+        await a.contexts.append("x:1", pair(1), now=T0)
+        assert flat(await b.contexts.history("x:1")) == [(1, "question 1"), (2, "answer 1")]
+        await a.contexts.append("x:1", pair(2), now=at(1))
+        assert flat(await b.contexts.history("x:1"))[-2:] == [(3, "question 2"), (4, "answer 2")]
+        assert await a.contexts.delete("x:1") is True  # and created again at once, as far as it was: b cannot tell
+        await a.contexts.append("x:1", pair(5), now=T0)  # from the sequence numbers or the times
+        await a.contexts.append("x:1", pair(6), now=at(1))
+        assert flat(await b.contexts.history("x:1")) == [(1, "question 5"), (2, "answer 5"), (3, "question 6"),
+                                                          (4, "answer 6")]
+        assert await a.contexts.put_summary("x:1", upto_seq=3, text="s", tokens=1, now=at(2)) is True
+        assert flat(await b.contexts.history("x:1")) == [(4, "answer 6")]
+        assert await a.contexts.delete("x:1") is True
+        assert await b.contexts.history("x:1") is None
 
 
 async def test_expire_deletes_idle_contexts_per_component(storage: Storage) -> None:

@@ -12,7 +12,7 @@ from rhetor.storage.sql_ledger import SqlStorage
 
 TABLES = {"schema_version", "budget_buckets", "budget_reservations", "budget_thresholds"}
 CONTENT_TABLES = {"contexts", "context_messages", "context_summaries", "templates", "prompts"}
-APPLIED = [(1, "ledger"), (2, "content")]
+APPLIED = [(1, "ledger"), (2, "content"), (3, "context_incarnation")]
 
 
 async def versions(storage: Storage) -> list[tuple[int, str]]:
@@ -36,14 +36,14 @@ def expected(kind: str) -> list[tuple[int, str]]:
 
 async def test_migrations_apply_once_and_reapplying_is_a_no_op(make_durable_storage: Callable[[], Storage]) -> None:
     async with make_durable_storage() as st:
-        assert await st.schema_version() == len(expected(st.kind)) == 2
+        assert await st.schema_version() == len(expected(st.kind)) == 3
         assert await versions(st) == expected(st.kind) == APPLIED
         assert TABLES | CONTENT_TABLES <= await tables(st)
         await st.start()  # already started: nothing happens
     for _ in range(2):
         async with make_durable_storage() as again:
             assert await versions(again) == expected(again.kind)
-            assert await again.schema_version() == 2
+            assert await again.schema_version() == 3
 
 
 async def test_concurrent_starts_apply_each_migration_once(make_durable_storage: Callable[[], Storage]) -> None:

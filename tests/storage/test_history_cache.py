@@ -1,0 +1,57 @@
+"""The history cache's bounds: it never holds more than its stored messages and characters allow, drops the least
+recently read histories first, and never keeps a history it cannot trust (no incarnation) or cannot hold."""
+
+from __future__ import annotations
+
+from rhetor.storage.history_cache import HistoryCache
+
+
+def rows(first: int, n: int, text: str = "xx") -> tuple[tuple[int, str, str, int], ...]:
+    return tuple((seq, "user", text, 1) for seq in range(first, first + n))
+
+
+def test_least_recently_read_histories_go_first_when_messages_run_over() -> None:
+    cache = HistoryCache(max_messages=10, max_chars=1_000)
+    cache.put("a", "i-a", 0, 4, rows(1, 4))
+    cache.put("b", "i-b", 0, 4, rows(1, 4))
+    assert cache.get("a") is not None  # read again: now the most recent
+    cache.put("a", "i-a", 0, 4, rows(1, 4), cache.get("a"))
+    cache.put("c", "i-c", 0, 4, rows(1, 4))
+    assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
+    assert cache.stored_messages == 8
+
+
+def test_characters_are_bounded_too_and_extending_counts_only_the_new_messages() -> None:
+    cache = HistoryCache(max_messages=1_000, max_chars=100)
+    cache.put("a", "i-a", 0, 2, rows(1, 2, "x" * 20))
+    first = cache.get("a")
+    assert first is not None and first.chars == 40
+    cache.put("a", "i-a", 0, 3, first.extended(0, 3, rows(3, 1, "y" * 30)), first)
+    grown = cache.get("a")
+    assert grown is not None and grown.chars == 70 and grown.last_seq == 3
+    cache.put("b", "i-b", 0, 1, rows(1, 1, "z" * 40))  # 110 characters in all: a goes
+    assert cache.get("a") is None and cache.get("b") is not None
+
+
+def test_a_newer_summary_drops_the_messages_it_covers() -> None:
+    cache = HistoryCache()
+    cache.put("a", "i-a", 0, 4, rows(1, 4))
+    entry = cache.get("a")
+    assert entry is not None
+    assert entry.usable_for("i-a", 2, 6) and not entry.usable_for("i-b", 2, 6) and not entry.usable_for("", 0, 4)
+    assert not entry.usable_for("i-a", 0, 3)  # fewer messages than cached: not the history it extends
+    assert [m[0] for m in entry.extended(2, 6, rows(5, 2))] == [3, 4, 5, 6]
+    cache.put("a", "i-a", 2, 6, entry.extended(2, 6, rows(5, 2)), entry)
+    assert cache.get("a").chars == 8  # type: ignore[union-attr]  # recounted: the summary dropped two messages
+
+
+def test_histories_without_an_incarnation_or_beyond_the_bounds_are_not_kept() -> None:
+    cache = HistoryCache(max_messages=5, max_chars=50)
+    cache.put("old-row", "", 0, 2, rows(1, 2))  # a context stored by a Rhetor without incarnations
+    cache.put("long", "i-l", 0, 6, rows(1, 6))
+    cache.put("wide", "i-w", 0, 1, rows(1, 1, "w" * 51))
+    assert len(cache) == 0 and cache.stored_messages == 0
+    cache.put("ok", "i-o", 0, 2, rows(1, 2))
+    cache.drop("ok")
+    cache.drop("never-there")
+    assert len(cache) == 0 and cache.stored_messages == 0
