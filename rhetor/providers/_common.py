@@ -400,10 +400,15 @@ class SDKClient:
         """Where requests go, for ``/providers``."""
         return str(self._client.base_url)
 
+    _configured: Availability | None = None
+
     def configured(self) -> Availability:
-        if self._client is None:
-            return Availability(False, self._unavailable or "not configured")
-        return Availability(True, self._where())
+        """Settled when the provider is built (the client is made once, or not at all), so made once: the route
+        stage asks for every model of a chain on every request."""
+        if self._configured is None:
+            self._configured = (Availability(False, self._unavailable or "not configured") if self._client is None
+                                else Availability(True, self._where()))
+        return self._configured
 
     async def aclose(self) -> None:
         if self._client is not None:
