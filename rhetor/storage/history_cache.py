@@ -9,8 +9,10 @@ the same incarnation, an ``upto_seq`` and a ``last_seq`` no lower, needs only th
 ``last_seq``. Every read still checks the context row and the summary in its own snapshot, so appends by other
 processes or replicas, a new summary, a delete or an expiry are seen exactly as without the cache.
 
-Bounded by stored messages and characters (least recently read contexts go first); a history larger than the
-bounds is not kept. Only the event loop's thread touches it.
+Only histories of at least ``min_messages`` messages are kept: a short one costs little to read whole, and keeping
+every short conversation of a busy gateway would only grow the process. The rest is bounded by stored messages and
+characters (least recently read contexts go first; a history larger than the bounds is not kept), which caps what the
+cache can add to the process's memory at about 15 MB with the defaults. Only the event loop's thread touches it.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ class CachedHistory:
 class HistoryCache:
     """Context id → its last read history, least recently read first out."""
 
-    def __init__(self, *, max_messages: int = 200_000, max_chars: int = 64_000_000) -> None:
+    def __init__(self, *, min_messages: int = 32, max_messages: int = 50_000, max_chars: int = 4_000_000) -> None:
+        self.min_messages = min_messages
         self.max_messages = max_messages
         self.max_chars = max_chars
         self._items: OrderedDict[str, CachedHistory] = OrderedDict()
@@ -62,7 +65,7 @@ class HistoryCache:
         """Keep a history read in one snapshot. ``previous`` is the entry it extended (its characters are counted
         already, so only the new messages are measured)."""
         self.drop(context_id)
-        if not incarnation or len(messages) > self.max_messages:
+        if not incarnation or not self.min_messages <= len(messages) <= self.max_messages:
             return
         if previous is not None and previous.messages and messages[:1] == previous.messages[:1]:
             chars = previous.chars + sum(len(m[2]) for m in messages[len(previous.messages):])

@@ -174,35 +174,47 @@ def flat(history: ContextHistory | None) -> list[tuple[int, str]]:
     return [(seq, content) for seq, _, content, _ in history.messages]
 
 
+LONG = 16  # pairs: 32 messages, a history long enough for the SQL backends to keep it (``history_cache``)
+
+
+async def grow(storage: Storage, context_id: str, first: int, pairs: int, now: datetime) -> None:
+    """Append pairs ``first`` .. ``first + pairs - 1`` (``pair(n)``), one append each."""
+    for n in range(first, first + pairs):
+        await storage.contexts.append(context_id, pair(n), now=now)
+
+
+def expected(first_seq: int, first_pair: int, pairs: int) -> list[tuple[int, str]]:
+    """What ``flat`` gives for ``pairs`` pairs from ``pair(first_pair)`` stored from ``first_seq`` on."""
+    out = []
+    for i in range(pairs):
+        out += [(first_seq + 2 * i, f"question {first_pair + i}"), (first_seq + 2 * i + 1, f"answer {first_pair + i}")]
+    return out
+
+
 async def test_history_read_again_follows_appends_summaries_and_recreation(storage: Storage) -> None:
-    """Reading a conversation again (the SQL backends then read only what is new) gives what a first read would:
-    after appends, after a new summary, and after the context is deleted or expired and created again under the
-    same id, at the same instant, with as many messages (same sequence numbers, different texts)."""
+    """Reading a long conversation again (the SQL backends then read only what is new) gives what a first read
+    would: after appends, after a new summary, and after the context is deleted or expired and created again under
+    the same id, at the same instant, as far as before (same sequence numbers, different texts)."""
     repo = storage.contexts
-    await repo.append("r:1", pair(1), now=T0)
-    assert flat(await repo.history("r:1")) == [(1, "question 1"), (2, "answer 1")]
-    assert flat(await repo.history("r:1")) == [(1, "question 1"), (2, "answer 1")]  # nothing new
-    await repo.append("r:1", pair(2), now=at(1))
-    assert flat(await repo.history("r:1")) == [(1, "question 1"), (2, "answer 1"), (3, "question 2"), (4, "answer 2")]
-    assert await repo.put_summary("r:1", upto_seq=2, text="first pair", tokens=2, now=at(2)) is True
-    await repo.append("r:1", pair(3), now=at(3))
+    await grow(storage, "r:1", 0, LONG, T0)
+    assert flat(await repo.history("r:1")) == expected(1, 0, LONG)
+    assert flat(await repo.history("r:1")) == expected(1, 0, LONG)  # nothing new
+    await grow(storage, "r:1", LONG, 1, at(1))
+    assert flat(await repo.history("r:1")) == expected(1, 0, LONG + 1)
+    assert await repo.put_summary("r:1", upto_seq=4, text="first pairs", tokens=2, now=at(2)) is True
+    await grow(storage, "r:1", LONG + 1, 1, at(3))
     after = await repo.history("r:1")
-    assert after is not None and after.summary is not None and after.summary.upto_seq == 2
-    assert flat(after) == [(3, "question 2"), (4, "answer 2"), (5, "question 3"), (6, "answer 3")]
+    assert after is not None and after.summary is not None and after.summary.upto_seq == 4
+    assert flat(after) == expected(5, 2, LONG)
 
     assert await repo.delete("r:1") is True
     assert await repo.history("r:1") is None
-    await repo.append("r:1", pair(7), now=T0)  # recreated: the same id, instant and sequence numbers
-    await repo.append("r:1", pair(8), now=at(1))
-    assert flat(await repo.history("r:1")) == [(1, "question 7"), (2, "answer 7"), (3, "question 8"), (4, "answer 8")]
+    await grow(storage, "r:1", 100, LONG, T0)  # recreated: the same id, instant and sequence numbers
+    assert flat(await repo.history("r:1")) == expected(1, 100, LONG)
 
-    await repo.append("r:1", pair(9), now=at(2))
-    assert len((await repo.history("r:1")).messages) == 6  # type: ignore[union-attr]
     assert await repo.expire(before=at(100)) == 1  # gone without this storage being asked to delete it
-    for n in (10, 11, 12):  # created again up to the same sequence number as before
-        await repo.append("r:1", pair(n), now=at(2))
-    assert flat(await repo.history("r:1")) == [(1, "question 10"), (2, "answer 10"), (3, "question 11"),
-                                               (4, "answer 11"), (5, "question 12"), (6, "answer 12")]
+    await grow(storage, "r:1", 200, LONG, at(2))  # created again as far as before
+    assert flat(await repo.history("r:1")) == expected(1, 200, LONG)
 
 
 async def test_history_sees_what_another_process_stored(make_storage: Callable[[], Storage]) -> None:
@@ -211,17 +223,15 @@ async def test_history_sees_what_another_process_stored(make_storage: Callable[[
     async with make_storage() as a, make_storage() as b:
         if a.kind == "memory":  # nothing is shared between two in-memory storages
             return
-        await a.contexts.append("x:1", pair(1), now=T0)
-        assert flat(await b.contexts.history("x:1")) == [(1, "question 1"), (2, "answer 1")]
-        await a.contexts.append("x:1", pair(2), now=at(1))
-        assert flat(await b.contexts.history("x:1"))[-2:] == [(3, "question 2"), (4, "answer 2")]
+        await grow(a, "x:1", 0, LONG, T0)
+        assert flat(await b.contexts.history("x:1")) == expected(1, 0, LONG)
+        await grow(a, "x:1", LONG, 1, at(1))
+        assert flat(await b.contexts.history("x:1")) == expected(1, 0, LONG + 1)
         assert await a.contexts.delete("x:1") is True  # and created again at once, as far as it was: b cannot tell
-        await a.contexts.append("x:1", pair(5), now=T0)  # from the sequence numbers or the times
-        await a.contexts.append("x:1", pair(6), now=at(1))
-        assert flat(await b.contexts.history("x:1")) == [(1, "question 5"), (2, "answer 5"), (3, "question 6"),
-                                                          (4, "answer 6")]
+        await grow(a, "x:1", 100, LONG + 1, T0)  # from the sequence numbers or the times
+        assert flat(await b.contexts.history("x:1")) == expected(1, 100, LONG + 1)
         assert await a.contexts.put_summary("x:1", upto_seq=3, text="s", tokens=1, now=at(2)) is True
-        assert flat(await b.contexts.history("x:1")) == [(4, "answer 6")]
+        assert flat(await b.contexts.history("x:1")) == expected(1, 100, LONG + 1)[3:]
         assert await a.contexts.delete("x:1") is True
         assert await b.contexts.history("x:1") is None
 

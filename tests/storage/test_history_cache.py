@@ -11,7 +11,7 @@ def rows(first: int, n: int, text: str = "xx") -> tuple[tuple[int, str, str, int
 
 
 def test_least_recently_read_histories_go_first_when_messages_run_over() -> None:
-    cache = HistoryCache(max_messages=10, max_chars=1_000)
+    cache = HistoryCache(min_messages=1, max_messages=10, max_chars=1_000)
     cache.put("a", "i-a", 0, 4, rows(1, 4))
     cache.put("b", "i-b", 0, 4, rows(1, 4))
     assert cache.get("a") is not None  # read again: now the most recent
@@ -22,7 +22,7 @@ def test_least_recently_read_histories_go_first_when_messages_run_over() -> None
 
 
 def test_characters_are_bounded_too_and_extending_counts_only_the_new_messages() -> None:
-    cache = HistoryCache(max_messages=1_000, max_chars=100)
+    cache = HistoryCache(min_messages=1, max_messages=1_000, max_chars=100)
     cache.put("a", "i-a", 0, 2, rows(1, 2, "x" * 20))
     first = cache.get("a")
     assert first is not None and first.chars == 40
@@ -34,7 +34,7 @@ def test_characters_are_bounded_too_and_extending_counts_only_the_new_messages()
 
 
 def test_a_newer_summary_drops_the_messages_it_covers() -> None:
-    cache = HistoryCache()
+    cache = HistoryCache(min_messages=1)
     cache.put("a", "i-a", 0, 4, rows(1, 4))
     entry = cache.get("a")
     assert entry is not None
@@ -46,12 +46,14 @@ def test_a_newer_summary_drops_the_messages_it_covers() -> None:
 
 
 def test_histories_without_an_incarnation_or_beyond_the_bounds_are_not_kept() -> None:
-    cache = HistoryCache(max_messages=5, max_chars=50)
+    cache = HistoryCache(min_messages=2, max_messages=5, max_chars=50)
     cache.put("old-row", "", 0, 2, rows(1, 2))  # a context stored by a Rhetor without incarnations
     cache.put("long", "i-l", 0, 6, rows(1, 6))
-    cache.put("wide", "i-w", 0, 1, rows(1, 1, "w" * 51))
+    cache.put("wide", "i-w", 0, 2, rows(1, 2, "w" * 26))
+    cache.put("short", "i-s", 0, 1, rows(1, 1))  # cheap to read whole: not worth memory
     assert len(cache) == 0 and cache.stored_messages == 0
     cache.put("ok", "i-o", 0, 2, rows(1, 2))
+    assert len(cache) == 1
     cache.drop("ok")
     cache.drop("never-there")
     assert len(cache) == 0 and cache.stored_messages == 0
