@@ -10,6 +10,8 @@ core, plain asyncio, 2,000 requests: 0.44 ms (memory) and 1.27 ms (SQLite) for t
 0.30 ms without its budget stage. So the budget logic itself costs about 0.3 ms, and reserving and settling in
 SQLite (two transactions, the settle's fsync, two thread round trips) about 0.8 ms per request one at a time:
 most of Rhetor's own cost. Under concurrency the group commit shares the transactions and the fsync.
+After the ledger changes of `8252667` (buckets prepared once per day, time-ordered ids, fewer statements), measured
+on one machine before and after: memory 0.45 → 0.39 ms and SQLite 1.24 → 1.14 ms at c=1.
 """
 
 from __future__ import annotations

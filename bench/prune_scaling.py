@@ -8,7 +8,9 @@ Two measurements, in process, for conversations of 1k, 10k and 100k stored messa
   whose 200k-token window keeps 10k messages whole and prunes 100k), with the context stored beforehand:
   context load, prune, budget, answer and the append of the new pair. The **first** request of a fresh process
   reads the whole history from SQLite; the **next** ones (the median is reported) find it in the storage's history
-  cache and read only the messages stored since (``rhetor/storage/history_cache.py``).
+  cache, when it fits there (10k messages do, 100k do not: ``rhetor/storage/history_cache.py``), and read only the
+  messages stored since. Linearity is judged on prune alone and on the first request, which do the same work at
+  every size.
 
 Linear means a constant cost per extra message: the report compares the slope from 1k to 10k messages with the
 slope from 10k to 100k and calls it linear within ×2. A quadratic step would make the second slope about ten
@@ -70,9 +72,12 @@ async def whole_request(n: int, repeat: int, root: Path = REPO) -> tuple[float, 
                 await contexts.append(context_id, [
                     StoredMessageIn("user" if i % 2 == 0 else "assistant", f"message {i} of a long conversation",
                                     TOKENS) for i in range(first, min(n, first + 2_000))])
+            warm = RequestOptions(task_type="chat", context_id="bench:warm-up")
+            for _ in range(3):  # the engine's first requests pay one-time costs that are not the history's
+                await engine.run(Request.from_text("and now?", warm))
             options = RequestOptions(task_type="chat", context_id=context_id)
             started = time.perf_counter()
-            await engine.run(Request.from_text("and now?", options))  # reads the whole history; warms SQLite pages
+            await engine.run(Request.from_text("and now?", options))  # reads the whole history (and its pages)
             first = time.perf_counter() - started
             times = []
             for _ in range(repeat):
@@ -100,7 +105,9 @@ def measure(repeat: int, root: Path = REPO) -> dict[str, Any]:
         points.append({"messages": n, "prune_s": prune_alone(n, reps), "request_s": request, "first_request_s": first})
     out = {"points": points, "prune": slopes(points, "prune_s"), "request": slopes(points, "request_s"),
            "first_request": slopes(points, "first_request_s"), "slope_limit": SLOPE_LIMIT}
-    out["linear"] = all(out[k]["ratio"] <= SLOPE_LIMIT for k in ("prune", "request", "first_request"))
+    # Like with like: the first request reads the whole history at every size, while a later one finds it in the
+    # history cache only when it fits (10k messages do, 100k do not), so its slopes mix the two.
+    out["linear"] = all(out[k]["ratio"] <= SLOPE_LIMIT for k in ("prune", "first_request"))
     return out
 
 
