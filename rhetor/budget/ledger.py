@@ -6,7 +6,8 @@ charged to the windows current when it was *reserved* (admitted): a limit checke
 limit its spend counts against, even for a stream that ends after midnight.
 
 Times come from the ``now`` argument or, when it is left out, from the injected ``clock``; the ledger
-itself never reads the wall clock.
+itself never reads the wall clock. (The default reservation ids, from the injectable ``new_id``, begin with the
+wall clock's milliseconds so that they sort by creation; nothing is decided by them.)
 """
 
 from __future__ import annotations

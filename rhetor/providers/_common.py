@@ -392,15 +392,14 @@ class SDKClient:
     _client: Any = None
     _unavailable: str | None = None
     _stream_cls: Any = None
+    """The provider's subclass of the SDK's ``AsyncStream`` (events read with ``_sse``), set with the client."""
     _url: str = ""
     """The endpoint's absolute URL (``endpoint``), set with the client."""
-    """The provider's subclass of the SDK's ``AsyncStream`` (events read with ``_sse``), set with the client."""
+    _configured: Availability | None = None
 
     def _where(self) -> str:
         """Where requests go, for ``/providers``."""
         return str(self._client.base_url)
-
-    _configured: Availability | None = None
 
     def configured(self) -> Availability:
         """Settled when the provider is built (the client is made once, or not at all), so made once: the route

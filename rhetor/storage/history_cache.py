@@ -40,7 +40,7 @@ class CachedHistory:
         return bool(incarnation) and incarnation == self.incarnation and upto_seq >= self.upto_seq \
             and last_seq >= self.last_seq
 
-    def extended(self, upto_seq: int, last_seq: int, new: tuple[Row, ...]) -> tuple[Row, ...]:
+    def extended(self, upto_seq: int, new: tuple[Row, ...]) -> tuple[Row, ...]:
         """The messages after ``upto_seq``: the cached ones a newer summary does not cover, then ``new``."""
         kept = self.messages if upto_seq == self.upto_seq else tuple(m for m in self.messages if m[0] > upto_seq)
         return kept + new if new else kept

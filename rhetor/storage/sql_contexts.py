@@ -148,12 +148,9 @@ class SqlContexts(ContextRepository):
             self._cache.drop(context_id)
             return None
         ctx, summary, upto, last_seq, incarnation, extends, rows = found
-        if extends and cached is not None:
-            messages = cached.extended(upto, last_seq, rows)
-            self._cache.put(context_id, incarnation, upto, last_seq, messages, cached)
-        else:
-            messages = rows
-            self._cache.put(context_id, incarnation, upto, last_seq, messages)
+        previous = cached if extends else None
+        messages = rows if previous is None else previous.extended(upto, rows)
+        self._cache.put(context_id, incarnation, upto, last_seq, messages, previous)
         return ContextHistory(ctx["component"], self._d.parse_ts(ctx["last_activity"]), self._summary(summary),
                               messages)
 

@@ -26,7 +26,7 @@ def test_characters_are_bounded_too_and_extending_counts_only_the_new_messages()
     cache.put("a", "i-a", 0, 2, rows(1, 2, "x" * 20))
     first = cache.get("a")
     assert first is not None and first.chars == 40
-    cache.put("a", "i-a", 0, 3, first.extended(0, 3, rows(3, 1, "y" * 30)), first)
+    cache.put("a", "i-a", 0, 3, first.extended(0, rows(3, 1, "y" * 30)), first)
     grown = cache.get("a")
     assert grown is not None and grown.chars == 70 and grown.last_seq == 3
     cache.put("b", "i-b", 0, 1, rows(1, 1, "z" * 40))  # 110 characters in all: a goes
@@ -40,8 +40,8 @@ def test_a_newer_summary_drops_the_messages_it_covers() -> None:
     assert entry is not None
     assert entry.usable_for("i-a", 2, 6) and not entry.usable_for("i-b", 2, 6) and not entry.usable_for("", 0, 4)
     assert not entry.usable_for("i-a", 0, 3)  # fewer messages than cached: not the history it extends
-    assert [m[0] for m in entry.extended(2, 6, rows(5, 2))] == [3, 4, 5, 6]
-    cache.put("a", "i-a", 2, 6, entry.extended(2, 6, rows(5, 2)), entry)
+    assert [m[0] for m in entry.extended(2, rows(5, 2))] == [3, 4, 5, 6]
+    cache.put("a", "i-a", 2, 6, entry.extended(2, rows(5, 2)), entry)
     assert cache.get("a").chars == 8  # type: ignore[union-attr]  # recounted: the summary dropped two messages
 
 
