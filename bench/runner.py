@@ -360,7 +360,8 @@ class Bench:
             return
         res = self.results["prune"] = json.loads(out.stdout.strip().splitlines()[-1])
         log(f"prune     10k-message context: request {res['points'][1]['request_s'] * 1e3:.1f} ms; slope 10k→100k "
-            f"vs 1k→10k ×{res['request']['ratio']:.2f} (request), ×{res['prune']['ratio']:.2f} (prune alone)")
+            f"vs 1k→10k ×{res['first_request']['ratio']:.2f} (first request), ×{res['prune']['ratio']:.2f} "
+            "(prune alone)")
 
     def run_rows(self) -> None:
         """The same load on two gateways side by side: one on a database holding a warm-up's rows, one on a copy of

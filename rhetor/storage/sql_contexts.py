@@ -138,19 +138,18 @@ class SqlContexts(ContextRepository):
             summary = await tx.fetch(_SUMMARY, (context_id,))
             upto = int(summary[0]["upto_seq"]) if summary else 0
             last_seq, incarnation = int(row["last_seq"]), row["incarnation"]
-            extends = cached is not None and cached.usable_for(incarnation, upto, last_seq)
-            after = cached.last_seq if extends and cached is not None else upto
+            base = cached if cached is not None and cached.usable_for(incarnation, upto, last_seq) else None
+            after = upto if base is None else base.last_seq
             rows = tuple(map(tuple, await tx.fetch(_HISTORY, (context_id, after)))) if last_seq > after else ()
-            return row, summary, upto, last_seq, incarnation, extends, rows
+            return row, summary, upto, last_seq, incarnation, base, rows
 
         found = await run(self._h, op, write=False)
         if found is None:
             self._cache.drop(context_id)
             return None
-        ctx, summary, upto, last_seq, incarnation, extends, rows = found
-        previous = cached if extends else None
-        messages = rows if previous is None else previous.extended(upto, rows)
-        self._cache.put(context_id, incarnation, upto, last_seq, messages, previous)
+        ctx, summary, upto, last_seq, incarnation, base, rows = found
+        messages = rows if base is None else base.extended(upto, rows)
+        self._cache.put(context_id, incarnation, upto, last_seq, messages, base)
         return ContextHistory(ctx["component"], self._d.parse_ts(ctx["last_activity"]), self._summary(summary),
                               messages)
 
