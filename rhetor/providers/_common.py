@@ -5,8 +5,7 @@
   ``asyncio.timeout_at`` around each wait (never across a ``yield``).
 * ``StreamState``: the text and usage known so far, so a broken stream becomes a ``MidStreamError``.
 * ``Boundary``: builds Rhetor's provider errors (status → class, ``Retry-After``, secrets removed).
-* ``transport_error``: a timeout or a connection failure, judged by the transport's own exception.
-* ``aiohttp_client``: the SDK's aiohttp-backed HTTP client, which the OpenAI and Anthropic providers use.
+* ``transport_error``: a timeout or a connection failure, from the SDK's error or httpx2's.
 * ``parse_retry_after``: ``retry-after-ms``, then ``Retry-After`` in seconds or as an HTTP date.
 * ``json_body``: a request body as JSON bytes, for the SDKs' ``post(content=...)``.
 """
@@ -36,7 +35,6 @@ __all__ = [
     "Deadlines",
     "MalformedChunk",
     "StreamState",
-    "aiohttp_client",
     "check_base_url",
     "count",
     "drain",
@@ -69,15 +67,6 @@ class MalformedChunk(Exception):
 def sdk_timeout(timeouts: TimeoutsSpec, timeout_cls: Any) -> Any:
     """``timeout_cls`` (``httpx.Timeout`` or ``httpx2.Timeout``) from a provider's ``timeouts:``."""
     return timeout_cls(timeouts.total, connect=timeouts.connect, read=timeouts.first_token)
-
-
-def aiohttp_client(sdk: Any, timeout: Any) -> Any:
-    """The SDK's own ``DefaultAioHttpClient`` (its aiohttp transport, its connection limits) with ``timeout``.
-
-    Its ``aiohttp.ClientSession`` is made on the first request, on the loop that sends it, and closed with the
-    SDK client (``SDKClient.aclose``).
-    """
-    return sdk.DefaultAioHttpClient(timeout=timeout)
 
 
 def endpoint(base_url: Any, path: str) -> str:
@@ -278,36 +267,14 @@ class Boundary:
         return None
 
 
-def _aiohttp_origin(exc: BaseException) -> BaseException | None:
-    """The aiohttp exception down ``exc``'s chain of causes (the SDK's error → httpx2's → aiohttp's), if any."""
-    cause: BaseException | None = exc
-    for _ in range(8):  # bounded: a chain of causes can loop
-        if cause is None:
-            return None
-        if type(cause).__module__.startswith("aiohttp."):
-            return cause
-        cause = cause.__cause__
-    return None
-
-
 def transport_error(exc: BaseException, b: Boundary, timeouts: tuple[type[BaseException], ...]
                     ) -> errors.ProviderError:
-    """A timeout or a connection failure, for an SDK connection error or an httpx2 transport error ``exc``.
-
-    Under the aiohttp transport the httpx2 exception that the SDK saw is a lossy stand-in for aiohttp's (the
-    OpenAI SDK's copy maps every ``ClientConnectionError``, a reset or a refused connection included, onto
-    ``httpx2.ConnectTimeout``), so the aiohttp exception found down ``__cause__`` decides: its own timeouts
-    (``ServerTimeoutError``: connect, socket read) are timeouts, anything else a failed connection. Without
-    one, ``exc`` is a timeout when it is one of ``timeouts`` (the SDK's and httpx2's timeout classes).
-    """
-    origin = _aiohttp_origin(exc)
-    if origin is not None:
-        timed_out, name = isinstance(origin, TimeoutError), type(origin).__name__
-    else:
-        timed_out, name = isinstance(exc, timeouts), type(exc.__cause__ or exc).__name__
-    if timed_out:
+    """A timeout or a connection failure, for an SDK connection error or an httpx2 transport error ``exc``: a
+    timeout when it is one of ``timeouts`` (the SDK's and httpx2's timeout classes), named after httpx2's error
+    (``ConnectError``, ``ReadError``, ``RemoteProtocolError``...) otherwise."""
+    if isinstance(exc, timeouts):
         return b.error(errors.ProviderTimeoutError, "the request timed out")
-    return b.error(errors.ProviderConnectionError, f"connection failed ({name})")
+    return b.error(errors.ProviderConnectionError, f"connection failed ({type(exc.__cause__ or exc).__name__})")
 
 
 async def relay(batches: Any, consume: Callable[[Any, StreamState], str], state: StreamState, deadlines: Deadlines,
@@ -387,7 +354,7 @@ def error_mapper(classify: Callable[[Exception, Boundary], errors.ProviderError 
 class SDKClient:
     """The lifecycle every SDK provider shares: a client built once (None when the provider cannot be
     used, with the reason in ``_unavailable``), closed on ``aclose`` (with its HTTP client, and so the
-    aiohttp session of ``aiohttp_client``)."""
+    connections of ``_http.Transport``)."""
 
     _client: Any = None
     _unavailable: str | None = None

@@ -1,10 +1,11 @@
 """``kind: anthropic``: the Anthropic Messages API through the official SDK's ``AsyncAnthropic`` client.
 
-The client is made once per provider on the SDK's aiohttp transport (``DefaultAioHttpClient``). The SDK sends
-each request (auth, ``anthropic-version``, base URL, retries, status errors) with its generic ``post`` and
-``cast_to=object``: the message and the stream events come back as the decoded JSON dicts, without pydantic
-models, and are read here with ``.get``. Stream events come through a subclass of the SDK's stream class that
-splits them with ``_sse`` and keeps the SDK's rules (pings skipped, ``event: error`` its status error).
+The client is made once per provider on the SDK's ``DefaultAsyncHttpxClient`` with Rhetor's HTTP/1.1 transport
+under it (``_http``). The SDK sends each request (auth, ``anthropic-version``, base URL, retries, status errors)
+with its generic ``post`` and ``cast_to=object``: the message and the stream events come back as the decoded JSON
+dicts, without pydantic models, and are read here with ``.get``. Stream events come through a subclass of the
+SDK's stream class that splits them with ``_sse`` and keeps the SDK's rules (pings skipped, ``event: error`` its
+status error).
 
 System messages go in the separate ``system`` parameter. ``temperature`` is not sent: the API version
 this SDK speaks (``anthropic-version: 2026-10-21``) has no sampling parameters and answers 400 to them.
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 # Imported on first use: a provider with no key never loads its SDK (tens of MB of memory).
 _sdk = _common.lazy_module("anthropic")
 _httpx2 = _common.lazy_module("httpx2")
+_http = _common.lazy_module("rhetor.providers._http")
 
 __all__ = ["AnthropicProvider"]
 
@@ -165,7 +167,7 @@ class AnthropicProvider(_common.SDKClient, Provider):
             timeout = _common.sdk_timeout(spec.timeouts, _httpx2().Timeout)
             self._client = _sdk().AsyncAnthropic(
                 api_key=key, base_url=spec.base_url, max_retries=spec.max_retries, timeout=timeout,
-                http_client=_common.aiohttp_client(_sdk(), timeout),
+                http_client=_http().client(_sdk(), timeout),
             )
             self._stream_cls = _events_cls()
             self._url = _common.endpoint(self._client.base_url, _PATH)

@@ -1,10 +1,11 @@
 """``kind: openai``: the OpenAI Chat Completions API, or any OpenAI-compatible server via ``base_url``.
 
-Requests go through the official SDK's ``AsyncOpenAI`` client, made once per provider on the SDK's aiohttp
-transport (``DefaultAioHttpClient``). The SDK sends them (auth, base URL, retries, status errors) with its
-generic ``post`` and ``cast_to=object``: answers come back as the decoded JSON dicts, without the typed method's
-params transform and pydantic models, and are read here with ``.get``; stream chunks come through a subclass of
-the SDK's stream class that splits the events with ``_sse`` and keeps the SDK's rules for them. ``max_tokens``
+Requests go through the official SDK's ``AsyncOpenAI`` client, made once per provider on the SDK's
+``DefaultAsyncHttpxClient`` with Rhetor's HTTP/1.1 transport under it (``_http``). The SDK sends them (auth, base
+URL, retries, status errors) with its generic ``post`` and ``cast_to=object``: answers come back as the decoded
+JSON dicts, without the typed method's params transform and pydantic models, and are read here with ``.get``;
+stream chunks come through a subclass of the SDK's stream class that splits the events with ``_sse`` and keeps
+the SDK's rules for them. ``max_tokens``
 (not ``max_completion_tokens``) is sent so compatible servers (vLLM, llama.cpp, LM Studio...) accept it;
 streams ask for ``stream_options.include_usage`` so the final chunk carries the token counts.
 Cached prompt tokens (``prompt_tokens_details.cached_tokens``) are reported as cache reads and taken
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 # Imported on first use: a provider with no key never loads its SDK (tens of MB of memory).
 _sdk = _common.lazy_module("openai")
 _httpx2 = _common.lazy_module("httpx2")
+_http = _common.lazy_module("rhetor.providers._http")
 
 __all__ = ["OpenAIProvider"]
 
@@ -158,7 +160,7 @@ class OpenAIProvider(_common.SDKClient, Provider):
             timeout = _common.sdk_timeout(spec.timeouts, _httpx2().Timeout)
             self._client = _sdk().AsyncOpenAI(
                 api_key=key or _NO_KEY_NEEDED, base_url=spec.base_url, max_retries=spec.max_retries, timeout=timeout,
-                http_client=_common.aiohttp_client(_sdk(), timeout),
+                http_client=_http().client(_sdk(), timeout),
             )
             self._stream_cls = _events_cls()
             self._url = _common.endpoint(self._client.base_url, _PATH)

@@ -1,36 +1,31 @@
-"""The OpenAI and Anthropic providers on their SDK's aiohttp transport, with raw (dict) answers.
+"""The OpenAI and Anthropic providers on Rhetor's HTTP transport under their SDK, with raw (dict) answers.
 
-* The SDK client's HTTP client is the SDK's own ``DefaultAioHttpClient``: its aiohttp session is used for the
-  requests and closed with the provider, and the headers the typed SDK methods send still go out.
-* Transport failures are classified by the aiohttp exception behind the SDK's error. The transport the SDKs
-  vendor maps aiohttp's exceptions onto httpx2's lossily (the OpenAI copy turns every
-  ``ClientConnectionError``, a reset or a refused connection included, into ``httpx2.ConnectTimeout``), so a
-  reset must still come out as a ``ProviderConnectionError``, and only a real timeout as a timeout. Checked
-  live against the raw-asyncio fakes (RST before the answer and mid-stream, refused connections, the SDK's
-  socket read timeout) and, for the exceptions a loopback fake cannot provoke, with an aiohttp session
-  stand-in behind the SDK's real transport.
+* The SDK client's HTTP client is the SDK's own ``DefaultAsyncHttpxClient`` on ``_http.Transport``: its pooled
+  connection is used for the requests and closed with the provider, and the headers the typed SDK methods send
+  still go out.
+* Transport failures come out as Rhetor's errors: a reset, a refused connection, a close before or during the
+  answer and an answer that is not HTTP are ``ProviderConnectionError`` (``MidStreamError`` once text was sent),
+  and only a real timeout (the transport's read timeout) is a timeout. Checked live against the raw-asyncio fakes;
+  the transport's own cases are in ``test_http_transport.py``.
 * Answers and chunks of the wrong shape are ``MalformedChunk`` errors, as with the typed models.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import socket
 import struct
 import time
-import types
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import anthropic
 import openai
 import pytest
 
 from rhetor import errors
-from rhetor.providers import _common
+from rhetor.providers import _common, _http
 from rhetor.providers.anthropic import AnthropicProvider
 from rhetor.providers.base import Provider
 from rhetor.providers.openai import OpenAIProvider
@@ -87,26 +82,27 @@ def provider(vendor: Vendor, make_provider) -> Callable[..., Provider]:  # type:
 # ------------------------------------------------------------------ the transport and what goes on the wire
 
 
-async def test_requests_go_through_the_sdks_aiohttp_transport(vendor: Vendor, provider, upstream) -> None:
+async def test_requests_go_through_rhetors_transport_under_the_sdks_client(vendor: Vendor, provider, upstream) -> None:
     p = provider(upstream.url)
     http = p._client._client  # the SDK client's httpx2 client
-    assert isinstance(http, vendor.sdk.DefaultAioHttpClient)
+    assert isinstance(http, vendor.sdk.DefaultAsyncHttpxClient)
     transport = http._transport
-    assert type(transport).__module__ == f"{vendor.kind}._vendor.httpx_aiohttp.transport"
+    assert type(transport) is _http.Transport
     assert http.timeout == p._client.timeout  # the provider's timeouts reach the transport
+    assert http.follow_redirects is True  # the SDK's defaults are kept
     assert (await p.complete(make_request())).text == "Hello, world!"
     await collect(p.stream(make_request()))
-    session = transport.client
-    assert isinstance(session, aiohttp.ClientSession) and not session.closed
-    assert len({r.peer for r in upstream.requests}) == 1  # one pooled aiohttp connection for both
+    assert len({r.peer for r in upstream.requests}) == 1  # one pooled connection for both
+    (idle,) = [conn for conns in transport._idle.values() for conn in conns]
     await p.aclose()
-    assert session.closed and p._client.is_closed()
+    assert idle.closed and transport._open == 0 and p._client.is_closed()
 
 
-async def test_a_provider_closed_before_any_request_has_no_session(provider, upstream) -> None:
+async def test_a_provider_closed_before_any_request_opened_nothing(provider, upstream) -> None:
     p = provider(upstream.url)
     await p.aclose()
-    assert p._client._client._transport.client is None and p._client.is_closed()
+    assert p._client._client._transport._open == 0 and p._client.is_closed()
+    assert upstream.requests == []
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["complete", "stream"])
@@ -178,7 +174,6 @@ async def test_reset_before_any_answer_is_a_connection_error(provider, upstream,
         with pytest.raises(errors.ProviderError) as info:
             await provider(upstream.url).complete(make_request())
         err = info.value
-    # the OpenAI SDK's copy of the transport reports this reset as httpx2.ConnectTimeout (APITimeoutError)
     assert type(err) is errors.ProviderConnectionError and err.retryable and err.upstream_status is None
     assert "connection failed" in err.message
 
@@ -202,11 +197,12 @@ async def test_connection_refused_is_a_connection_error(provider, streaming: boo
             await p.complete(make_request())
         err = info.value
     assert type(err) is errors.ProviderConnectionError and err.retryable
-    assert err.message.endswith("connection failed (ClientConnectorError)")
+    assert err.message.endswith("connection failed (ConnectError)")
 
 
-async def test_the_sdks_socket_read_timeout_between_chunks_is_a_timeout(provider, upstream) -> None:
-    # after the first token only the total deadline (3 s) is ours; aiohttp's sock_read (= first_token) fires first
+async def test_the_transports_read_timeout_between_chunks_is_a_timeout(provider, upstream) -> None:
+    # after the first token only the total deadline (3 s) is ours; the transport's read timeout (= first_token)
+    # fires first
     upstream.fail_next(Fault(chunk_delay=0.8))
     started = time.perf_counter()
     deltas, err = await stream_failure(provider(upstream.url, first_token=0.3, total=3.0).stream(make_request()))
@@ -224,99 +220,33 @@ async def test_a_retried_reset_then_succeeds(vendor: Vendor, make_provider, upst
     assert len(upstream.requests) == 2
 
 
-# ------------------------------------------------------------------ aiohttp exceptions behind the SDK's transport
+# ------------------------------------------------------------------ answers that are not (complete) HTTP
 
 
-class _Content:
-    def __init__(self, chunks: list[bytes], exc: BaseException | None) -> None:
-        self.chunks, self.exc = chunks, exc
+@pytest.mark.parametrize(("raw", "name"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"choices\"",
+     "RemoteProtocolError"),
+    (b"SSH-2.0-OpenSSH_9.2\r\n", "RemoteProtocolError"),
+], ids=["closed-mid-body", "not-http"])
+async def test_an_answer_that_is_not_complete_http_is_a_connection_error(provider, raw: bytes, name: str) -> None:
+    async def answer(conn_reader: Any, conn_writer: Any) -> None:
+        await conn_reader.readuntil(b"\r\n\r\n")
+        conn_writer.write(raw)
+        await conn_writer.drain()
+        conn_writer.close()
 
-    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            yield chunk
-        if self.exc is not None:
-            raise self.exc
-
-
-class _Response:
-    """What the transport reads of an ``aiohttp.ClientResponse``: an SSE body that fails after ``chunks``."""
-
-    status = 200
-    reason = "OK"
-    raw_headers = ((b"content-type", b"text/event-stream"),)
-
-    def __init__(self, chunks: list[bytes], exc: BaseException | None) -> None:
-        self.content = _Content(chunks, exc)
-
-    async def __aexit__(self, *args: Any) -> None:
-        return None
-
-
-class _Session:
-    """Stands in for the transport's ``aiohttp.ClientSession``: each request raises ``before`` or answers."""
-
-    def __init__(self, before: BaseException | None, response: _Response | None = None) -> None:
-        self.before, self.response = before, response
-
-    def request(self, **kwargs: Any) -> Any:
-        session = self
-
-        class _Pending:
-            async def __aenter__(self) -> _Response:
-                if session.before is not None:
-                    raise session.before
-                assert session.response is not None
-                return session.response
-
-        return _Pending()
-
-
-def _refused() -> aiohttp.ClientConnectorError:
-    key = types.SimpleNamespace(host="127.0.0.1", port=9, ssl=True)
-    return aiohttp.ClientConnectorError(key, ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed"))
-
-
-TIMEOUT, CONNECTION = errors.ProviderTimeoutError, errors.ProviderConnectionError
-AIOHTTP_FAILURES: list[tuple[str, Callable[[], BaseException], type[errors.ProviderError]]] = [
-    ("ServerDisconnectedError", aiohttp.ServerDisconnectedError, CONNECTION),
-    ("ClientOSError-ECONNRESET", lambda: aiohttp.ClientOSError(errno.ECONNRESET, "Connection reset by peer"),
-     CONNECTION),
-    ("ClientConnectionResetError", lambda: aiohttp.ClientConnectionResetError("Connection lost"), CONNECTION),
-    ("ClientConnectorError-refused", _refused, CONNECTION),
-    ("ClientPayloadError", lambda: aiohttp.ClientPayloadError("Response payload is not completed"), CONNECTION),
-    ("SocketTimeoutError", lambda: aiohttp.SocketTimeoutError("Timeout on reading data from socket"), TIMEOUT),
-    ("ConnectionTimeoutError", lambda: aiohttp.ConnectionTimeoutError("Connection timeout to host"), TIMEOUT),
-]
-
-
-def _behind_the_transport(p: Provider, session: _Session) -> None:
-    p._client._client._transport.get_client = lambda: session
-
-
-@pytest.mark.parametrize(("name", "make_exc", "cls"), AIOHTTP_FAILURES, ids=[c[0] for c in AIOHTTP_FAILURES])
-async def test_aiohttp_failure_before_the_answer(provider, name: str, make_exc: Callable[[], BaseException],
-                                                 cls: type[errors.ProviderError]) -> None:
-    p = provider("http://127.0.0.1:9")
-    _behind_the_transport(p, _Session(make_exc()))
-    with pytest.raises(errors.ProviderError) as info:
-        await p.complete(make_request())
-    assert type(info.value) is cls and info.value.retryable
-    if cls is CONNECTION:
-        assert info.value.message.endswith(f"connection failed ({name.split('-')[0]})")
-    _behind_the_transport(p, _Session(make_exc()))
-    _, err = await stream_failure(p.stream(make_request()))
-    assert type(err) is cls
-
-
-@pytest.mark.parametrize(("name", "make_exc", "cls"), AIOHTTP_FAILURES, ids=[c[0] for c in AIOHTTP_FAILURES])
-async def test_aiohttp_failure_mid_stream(vendor: Vendor, provider, name: str, make_exc: Callable[[], BaseException],
-                                          cls: type[errors.ProviderError]) -> None:
-    p = provider("http://127.0.0.1:9")
-    _behind_the_transport(p, _Session(None, _Response([vendor.first_chunk], make_exc())))
-    deltas, err = await stream_failure(p.stream(make_request()))
-    assert deltas == ["Hello"]
-    assert isinstance(err, errors.MidStreamError) and err.partial_text == "Hello"
-    assert err.details["cause"] == cls.code and err.details["cause_retryable"] is True
+    import asyncio
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        p = provider(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        with pytest.raises(errors.ProviderError) as info:
+            await p.complete(make_request())
+        assert type(info.value) is errors.ProviderConnectionError and info.value.retryable
+        assert info.value.message.endswith(f"connection failed ({name})")
+        _, err = await stream_failure(p.stream(make_request()))
+        assert type(err) is errors.ProviderConnectionError
+    finally:
+        server.close()
 
 
 # ------------------------------------------------------------------ answers of the wrong shape

@@ -63,5 +63,7 @@ def test_a_configured_openai_provider_loads_its_sdk_and_only_it(tmp_path: Path) 
                      "  m: {provider: up, id: m, context_window: 8000, max_output_tokens: 100, "
                      "price: {input: 1, output: 1}}\n", "m, sim")
     loaded = _loaded(config, {"PROBE_KEY": "k"})
-    assert "openai" in loaded
-    assert {"anthropic", "ollama", "asyncpg"}.isdisjoint(loaded)
+    assert {"openai", "httptools"} <= loaded
+    # nor aiohttp (~10 MB): the SDKs import it whenever it is installed, and Rhetor's own transport (_http) made
+    # it unnecessary, so the dependencies no longer ask for the SDKs' `aiohttp` extra
+    assert {"anthropic", "ollama", "asyncpg", "aiohttp"}.isdisjoint(loaded)
