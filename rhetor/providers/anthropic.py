@@ -193,7 +193,8 @@ class AnthropicProvider(_common.SDKClient, Provider):
         client = self._ready(b)
         with _map_errors(b):
             async with asyncio.timeout_at(deadlines.first_token):
-                message = await client.post(self._url, content=_common.json_body(self._params(request)), cast_to=object)
+                message = await client.post(self._url, content=_common.json_body(self._params(request)), cast_to=object,
+                                            options=_common.unset_options(_sdk()))
             content = message.get("content") if isinstance(message, dict) else None
             if content is None:
                 raise _common.MalformedChunk("the answer has no content")
@@ -206,7 +207,8 @@ class AnthropicProvider(_common.SDKClient, Provider):
     def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta | StreamEnd]:
         body = {**self._params(request), "stream": True}
         return self._post_stream(request.model_id, self._url, body, self._consume, _map_errors,
-                                 until_done=True, missing_end="the stream ended before message_stop")
+                                 until_done=True, missing_end="the stream ended before message_stop",
+                                 options=_common.unset_options(_sdk()))
 
     @staticmethod
     def _consume(event: Any, state: StreamState) -> str:

@@ -50,7 +50,7 @@ _DRAIN_S = 0.1  # how long the rest of the body after `data: [DONE]` may take (t
 
 def _options() -> dict[str, Any]:
     """The request options ``chat.completions.create`` gives: the API key as bearer auth, never an admin key."""
-    return {"security": {"bearer_auth": True}}
+    return {**_common.unset_options(_sdk()), "security": {"bearer_auth": True}}
 
 
 def _classify(exc: Exception, b: Boundary) -> errors.ProviderError | None:

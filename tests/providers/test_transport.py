@@ -409,3 +409,19 @@ async def test_the_endpoint_url_is_the_one_the_sdk_would_build(sdk: Any, path: s
     finally:
         await client.close()
 
+
+
+@pytest.mark.parametrize("sdk", [openai, anthropic], ids=["openai", "anthropic"])
+async def test_the_unset_options_change_nothing_the_sdk_would_do(sdk: Any) -> None:
+    """``unset_options`` hands the SDK its own ``NOT_GIVEN`` where it would deep-copy a ``NotGiven()`` default; the
+    options model it builds must read the same in every field (the SDK tests ``isinstance(..., NotGiven)``)."""
+    from importlib import import_module
+
+    model = import_module(f"{sdk.__name__}._models").FinalRequestOptions
+    common = {"method": "post", "url": "/v1/x", "json_data": None, "files": None, "content": b"{}"}
+    default, ours = model.construct(**common), model.construct(**common, **_common.unset_options(sdk))
+    assert set(type(default).model_fields) == set(type(ours).model_fields)
+    for name in type(default).model_fields:
+        a, b = getattr(default, name), getattr(ours, name)
+        assert a == b or (isinstance(a, sdk.NotGiven) and isinstance(b, sdk.NotGiven)), name
+    assert {name for name in _common.unset_options(sdk)} <= set(type(default).model_fields)
