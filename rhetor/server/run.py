@@ -102,6 +102,34 @@ def _configure_logging() -> tuple[_Handoff, logging.handlers.QueueListener]:
     return handoff, listener
 
 
+GC_THRESHOLD_0 = 10_000
+"""Allocations between two young-generation collections while serving (Python's default: 700)."""
+
+
+def _tune_for_serving() -> None:
+    """Process-wide settings for a serving process, made once everything long-lived is built.
+
+    * Everything built so far (modules, the SDKs' types, the compiled engine) lives as long as the process: move it
+      out of the collector's reach (``gc.freeze``), so a full collection under load scans only what requests
+      created. Without this, gen-2 collections stalled the event loop for tens of ms (the benchmark's p99 at
+      c=16: ~140 ms -> ~35 ms).
+    * Collect the young generation every ``GC_THRESHOLD_0`` allocations instead of 700: a request allocates
+      thousands of short-lived objects that reference counting frees anyway, and each collection walks them all.
+      In process (raw ASGI, /message, offline provider, SQLite, c=16, pinned) CPU per request fell about 5%.
+    * What ``JsonFormatter`` never writes, log records need not collect (the logging docs' "Optimization"): the
+      caller's file, function and line (a walk up the stack), the thread, the process id (a getpid() call) and
+      the multiprocessing name. About a quarter of the access log line's cost on the loop (42 -> 31 µs).
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD_0, gen1 * 2, gen2 * 2)
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
 def serve(config_dir: Path, *, host: str, port: int) -> int:
     """Serve until interrupted; a configuration that does not validate is reported and not served.
 
@@ -125,12 +153,7 @@ def serve(config_dir: Path, *, host: str, port: int) -> int:
     handoff, listener = _configure_logging()
     try:
         app = create_app(engine, settings=settings, config_dir=config_dir, env=dict(os.environ))
-        # Everything built so far (modules, the SDKs' types, the compiled engine) lives as long as the
-        # process: move it out of the collector's reach, so a full collection under load scans only what
-        # requests created. Without this, gen-2 collections stalled the event loop for tens of ms (the
-        # benchmark's p99 at c=16: ~140 ms -> ~35 ms).
-        gc.collect()
-        gc.freeze()
+        _tune_for_serving()
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                     timeout_graceful_shutdown=int(settings.drain_seconds))
     finally:

@@ -101,3 +101,32 @@ async def test_flush_at_exit_writes_what_waits() -> None:
     handoff.flush()
     listener.stop()  # what serve() does after uvicorn returns
     assert [e["msg"] for e in lines(stream)] == ["the last line before exit"]
+
+
+def test_serving_settings_freeze_the_heap_collect_young_objects_less_often_and_skip_unwritten_record_fields(
+        monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import gc
+
+    for name in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing"):
+        monkeypatch.setattr(logging, name, getattr(logging, name))  # restored after the test
+    threshold = gc.get_threshold()
+    try:
+        run._tune_for_serving()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (run.GC_THRESHOLD_0, threshold[1] * 2, threshold[2] * 2)
+        logger, handoff, listener, stream = pipeline()
+        logger.warning("tuned", extra={"fields": {"k": 1}})
+        handoff.flush()
+        listener.stop()
+        line = json.loads(stream.getvalue())
+        assert (line["msg"], line["k"], line["level"]) == ("tuned", 1, "WARNING")  # the JSON line is unchanged
+        records: list[logging.LogRecord] = []
+        capture = logging.Logger("test-tuned")
+        capture.addHandler(type("Capture", (logging.Handler,), {"emit": lambda self, r: records.append(r)})())
+        capture.info("m")
+        (record,) = records
+        assert record.process is None and record.thread is None and record.processName is None
+        assert (record.pathname, record.funcName) == ("(unknown file)", "(unknown function)")  # no stack walk
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
