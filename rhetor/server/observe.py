@@ -16,17 +16,19 @@ import re
 import time
 import uuid
 from collections import defaultdict
+from functools import partial
 from typing import Any
 
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from rhetor.engine.run import RunResult
+from rhetor.engine.run import RunResult, StageTrace
 from rhetor.errors import RhetorError
 from rhetor.server.state import ServerState
 from rhetor.server.wire import trace_summary
 from rhetor.stages.base import Request
+from rhetor.types import Completion, RoutingExplanation
 
 __all__ = ["JsonFormatter", "Metrics", "ObserveMiddleware", "RunRecorder", "request_id_of"]
 
@@ -139,9 +141,6 @@ class RunRecorder:
     def __call__(self, *, request: Request, pipeline: str, result: RunResult | None, error: RhetorError | None,
                  duration_s: float, **_: Any) -> None:
         component = request.options.component or ""
-        record: dict[str, Any] = {"request_id": request.request_id, "pipeline": pipeline,
-                                  "component": request.options.component, "task_type": request.options.task_type,
-                                  "duration_ms": round(duration_s * 1000, 3)}
         if result is not None:
             c = result.completion
             labels = {"provider": c.provider, "model": c.model, "component": component}
@@ -152,19 +151,19 @@ class RunRecorder:
             self.metrics.inc("rhetor_cost_usd_total", labels, c.cost_usd, help_="USD spent, from provider usage")
             self.metrics.observe("rhetor_run_duration_seconds", {"pipeline": pipeline}, duration_s,
                                  help_="Pipeline run time")
-            self._fallbacks([a.to_dict() for a in c.attempts], component)
-            record.update(status="ok", model=c.model, provider=c.provider, usage=c.usage.to_dict(), cost_usd=c.cost_usd,
-                          trace=trace_summary(result.trace),
-                          routing_explanation=result.explanation.to_dict() if result.explanation else None)
+            self._fallbacks([a.to_dict() for a in c.attempts if a.code != "ok"], component)
         elif error is not None:
             self.metrics.inc("rhetor_errors_total", {"code": error.code, "component": component},
                              help_="Requests that ended in an error")
             self._fallbacks(error.details.get("attempts") or [], component)
-            record.update(status="error", error=error.to_dict()["error"],
-                          trace=trace_summary(getattr(error, "trace", ())))
         if request.request_id:
-            self.state.traces.put(request.request_id, record)
-
+            # the record is made when GET /traces asks for it, from these pieces (not the run's outputs, which
+            # can hold a whole conversation): most traces are never read
+            trace = result.trace if result is not None else getattr(error, "trace", ())
+            self.state.traces.put(request.request_id, partial(
+                _trace_record, request.request_id, pipeline, request.options.component, request.options.task_type,
+                duration_s, result.completion if result is not None else None,
+                result.explanation if result is not None else None, error if result is None else None, trace))
 
     def _fallbacks(self, attempts: list[dict[str, Any]], component: str) -> None:
         for attempt in attempts:
@@ -173,6 +172,22 @@ class RunRecorder:
                                  {"provider": str(attempt.get("provider")), "model": str(attempt.get("model")),
                                   "code": str(attempt.get("code")), "component": component},
                                  help_="Targets that failed or were skipped, in any request")
+
+
+def _trace_record(request_id: str, pipeline: str, component: str | None, task_type: str | None, duration_s: float,
+                  completion: Completion | None, explanation: RoutingExplanation | None, error: RhetorError | None,
+                  trace: tuple[StageTrace, ...]) -> dict[str, Any]:
+    """What ``GET /traces/{request_id}`` shows of one run."""
+    record: dict[str, Any] = {"request_id": request_id, "pipeline": pipeline, "component": component,
+                              "task_type": task_type, "duration_ms": round(duration_s * 1000, 3)}
+    if completion is not None:
+        c = completion
+        record.update(status="ok", model=c.model, provider=c.provider, usage=c.usage.to_dict(), cost_usd=c.cost_usd,
+                      trace=trace_summary(trace),
+                      routing_explanation=explanation.to_dict() if explanation else None)
+    elif error is not None:
+        record.update(status="error", error=error.to_dict()["error"], trace=trace_summary(trace))
+    return record
 
 
 class JsonFormatter(logging.Formatter):

@@ -7,6 +7,7 @@ the engine they started with.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,20 +19,27 @@ __all__ = ["ServerState", "TraceStore", "server_state"]
 
 
 class TraceStore:
-    """The traces of the most recent requests, by request id (bounded: oldest dropped first)."""
+    """The traces of the most recent requests, by request id (bounded: oldest dropped first).
+
+    A trace is kept as given: a record, or a function making it, called on the first read (most traces are never
+    read, so the request path only keeps the pieces and the rendering is left to ``GET /traces/{id}``)."""
 
     def __init__(self, capacity: int = 1000) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._items: OrderedDict[str, dict[str, Any] | Callable[[], dict[str, Any]]] = OrderedDict()
 
-    def put(self, request_id: str, record: dict[str, Any]) -> None:
+    def put(self, request_id: str, record: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
         self._items[request_id] = record
         self._items.move_to_end(request_id)
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)
 
     def get(self, request_id: str) -> dict[str, Any] | None:
-        return self._items.get(request_id)
+        record = self._items.get(request_id)
+        if record is None or isinstance(record, dict):
+            return record
+        rendered = self._items[request_id] = record()  # its place in the order is kept
+        return rendered
 
 
 @dataclass

@@ -186,3 +186,22 @@ async def test_reload_swaps_only_a_valid_config(tmp_path: Path) -> None:
         assert r.status_code == 422
         assert r.json()["error"]["details"]["diagnostics"][0]["code"] == "unknown-ref"
         assert (await c.get("/health")).json()["config_version"] == after  # still serving the good one
+
+
+def test_trace_store_renders_a_trace_once_on_its_first_read_and_stays_bounded() -> None:
+    from rhetor.server.state import TraceStore
+
+    calls: list[str] = []
+
+    def later(rid: str) -> dict[str, str]:
+        calls.append(rid)
+        return {"request_id": rid}
+
+    store = TraceStore(capacity=2)
+    store.put("a", lambda: later("a"))
+    store.put("b", {"request_id": "b"})
+    assert calls == []  # nothing rendered on the request path
+    assert store.get("a") == store.get("a") == {"request_id": "a"} and calls == ["a"]
+    store.put("c", lambda: later("c"))  # "a" is the oldest put, rendered or not: dropped
+    assert store.get("a") is None and store.get("b") == {"request_id": "b"} and store.get("c") == {"request_id": "c"}
+    assert calls == ["a", "c"]
