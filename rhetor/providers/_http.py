@@ -431,6 +431,19 @@ def client(sdk: Any, timeout: Any) -> Any:
     """
 
     class RhetorHttpClient(sdk.DefaultAsyncHttpxClient):  # type: ignore[name-defined,misc]
+        _rhetor_url: tuple[str, httpx2.URL] | None = None
+
+        def _merge_url(self, url: httpx2.URL | str) -> httpx2.URL:
+            """The last absolute URL string's ``httpx2.URL`` is kept (immutable: one serves every request). The
+            OpenAI SDK hands httpx2 the URL it just parsed as a string, parsed here again on every request."""
+            memo = self._rhetor_url
+            if memo is not None and memo[0] == url:
+                return memo[1]
+            merged: httpx2.URL = super()._merge_url(url)
+            if isinstance(url, str) and str(merged) == url:  # absolute, in normal form: base_url played no part
+                self._rhetor_url = (url, merged)
+            return merged
+
         def _init_transport(self, *, verify: Any = True, cert: Any = None, trust_env: bool = True,
                             limits: httpx2.Limits, **_: Any) -> Any:
             return Transport(limits=limits,

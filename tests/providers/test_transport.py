@@ -404,10 +404,19 @@ async def test_the_endpoint_url_is_the_one_the_sdk_would_build(sdk: Any, path: s
     """Providers hand the SDK an absolute URL made once; it must be exactly the SDK's own join of base URL and path
     (the fakes check the path of every request; this also covers prefixes, missing slashes and escapes)."""
     client = sdk(api_key="k", base_url=base_url)
+    memo = _common.memo_prepare_url(sdk)(api_key="k", base_url=base_url)
     try:
-        assert _common.endpoint(client.base_url, path) == str(client._prepare_url(path))  # noqa: SLF001 (the oracle)
+        url = _common.endpoint(client.base_url, path)
+        assert url == str(client._prepare_url(path))  # noqa: SLF001 (the oracle)
+        # the client providers build keeps the absolute URL's parse, and gives the SDK's own answer every time
+        first = memo._prepare_url(url)
+        assert memo._prepare_url(url) is first and str(first) == str(client._prepare_url(url)) == url
+        assert str(memo._prepare_url(path)) == url and memo._prepare_url(url) is first  # a relative one: not kept
+        other = url.replace("127.0.0.1", "127.0.0.2").replace("gateway.example", "other.example")
+        assert str(memo._prepare_url(other)) == other and memo._prepare_url(other) is memo._prepare_url(other)
     finally:
         await client.close()
+        await memo.close()
 
 
 
@@ -425,3 +434,20 @@ async def test_the_unset_options_change_nothing_the_sdk_would_do(sdk: Any) -> No
         a, b = getattr(default, name), getattr(ours, name)
         assert a == b or (isinstance(a, sdk.NotGiven) and isinstance(b, sdk.NotGiven)), name
     assert {name for name in _common.unset_options(sdk)} <= set(type(default).model_fields)
+
+
+async def test_the_http_client_keeps_the_parse_of_the_absolute_url_it_is_handed() -> None:
+    """The OpenAI SDK hands httpx2 its prepared URL as a string; the client ``_http.client`` builds keeps its parse
+    (and only an absolute one: a relative URL depends on the client's base URL)."""
+    http = _http.client(openai, 2.0)
+    try:
+        url = "http://127.0.0.1:9/v1/chat/completions?api-version=1"
+        first = http._merge_url(url)
+        assert http._merge_url(url) is first and str(http.build_request("POST", url).url) == url
+        http.base_url = "http://127.0.0.1:9/base/"
+        assert str(http.build_request("POST", "relative").url) == "http://127.0.0.1:9/base/relative"
+        http.base_url = "http://127.0.0.1:9/elsewhere/"
+        assert str(http.build_request("POST", "relative").url) == "http://127.0.0.1:9/elsewhere/relative"
+        assert http._merge_url(url) is first
+    finally:
+        await http.aclose()
