@@ -82,7 +82,6 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self.keep_alive = False
         self.error: httpx2.TransportError | None = None
-        self.received = False
         self.body: list[bytes] = []
         self._buffered = 0
         self._paused = False
@@ -92,7 +91,6 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:

@@ -181,9 +181,8 @@ def _trace_record(request_id: str, pipeline: str, component: str | None, task_ty
     record: dict[str, Any] = {"request_id": request_id, "pipeline": pipeline, "component": component,
                               "task_type": task_type, "duration_ms": round(duration_s * 1000, 3)}
     if completion is not None:
-        c = completion
-        record.update(status="ok", model=c.model, provider=c.provider, usage=c.usage.to_dict(), cost_usd=c.cost_usd,
-                      trace=trace_summary(trace),
+        record.update(status="ok", model=completion.model, provider=completion.provider,
+                      usage=completion.usage.to_dict(), cost_usd=completion.cost_usd, trace=trace_summary(trace),
                       routing_explanation=explanation.to_dict() if explanation else None)
     elif error is not None:
         record.update(status="error", error=error.to_dict()["error"], trace=trace_summary(trace))
