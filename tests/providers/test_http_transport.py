@@ -3,8 +3,8 @@ scripted raw-asyncio servers on loopback: each test says byte for byte what the 
 
 Covered: keep-alive reuse and when a connection must not be reused (closed by the server while idle,
 ``Connection: close``, expired, an answer closed early, a cancelled request), bodies delimited by length, by
-chunks and by the close, interim 1xx answers, chunks handed over as they arrive, a large body read with pauses,
-a streamed request body, the pool's limit and its timeout, every transport failure as the httpx2 error the SDKs
+chunks and by the close, interim 1xx answers, compressed answers handed to httpx2 raw, chunks handed over as they arrive, a large body
+read with pauses, a streamed request body, the pool's limit and its timeout, every transport failure as the httpx2 error the SDKs
 map (refused, TLS, timeouts, closes and resets before and during the body, an answer that does not parse), TLS
 with SNI, and the environment's proxy honoured through the SDK client ``_http.client`` builds.
 """
@@ -12,6 +12,7 @@ with SNI, and the environment's proxy honoured through the SDK client ``_http.cl
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
 import ssl
 import struct
@@ -329,6 +330,18 @@ async def test_a_streamed_request_body_goes_out_chunked() -> None:
         async with client() as http:
             assert (await http.post(server.url, content=parts())).status_code == 200
     assert bodies == [b"hello streamed world"]
+
+
+async def test_a_compressed_answer_is_handed_over_raw_and_decoded_by_httpx2() -> None:
+    body = gzip.compress(b'{"ok":true,"text":"' + b"x" * 5000 + b'"}')
+    answer = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    async with Server(serve_each(answer)) as server:
+        async with client() as http:
+            response = await http.post(server.url, content=b"x")
+            assert response.json() == {"ok": True, "text": "x" * 5000}
+            async with http.stream("POST", server.url, content=b"x") as raw:
+                assert b"".join([chunk async for chunk in raw.aiter_raw()]) == body  # as it came: httpx2 decodes
+    assert server.accepted == 1
 
 
 # ------------------------------------------------------------------ the pool's limit
