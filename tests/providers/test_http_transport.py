@@ -3,10 +3,11 @@ scripted raw-asyncio servers on loopback: each test says byte for byte what the 
 
 Covered: keep-alive reuse and when a connection must not be reused (closed by the server while idle,
 ``Connection: close``, expired, an answer closed early, a cancelled request), bodies delimited by length, by
-chunks and by the close, interim 1xx answers, compressed answers handed to httpx2 raw, chunks handed over as they arrive, a large body
-read with pauses, a streamed request body, the pool's limit and its timeout, every transport failure as the httpx2 error the SDKs
-map (refused, TLS, timeouts, closes and resets before and during the body, an answer that does not parse), TLS
-with SNI, and the environment's proxy honoured through the SDK client ``_http.client`` builds.
+chunks and by the close, interim 1xx answers, compressed answers handed to httpx2 raw, chunks handed over as they
+arrive, a large body read with pauses, a streamed request body, the pool's limit and its timeout, every transport
+failure as the httpx2 error the SDKs map (refused, TLS, timeouts, closes and resets before and during the body, an
+answer that does not parse), TLS with SNI, and the environment's proxy honoured through the SDK client
+``_http.client`` builds.
 """
 
 from __future__ import annotations
