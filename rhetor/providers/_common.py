@@ -40,6 +40,7 @@ __all__ = [
     "drain",
     "endpoint",
     "json_body",
+    "kept_url",
     "looks_too_long",
     "memo_prepare_url",
     "one_by_one",
@@ -87,24 +88,29 @@ def unset_options(sdk: Any) -> dict[str, Any]:
     return {"headers": given, "max_retries": given, "timeout": given, "post_parser": given}
 
 
+def kept_url(holder: Any, url: Any, parse: Callable[[Any], Any]) -> Any:
+    """``parse(url)``, kept on ``holder`` (``_rhetor_url``) for the last absolute URL string: an ``httpx2.URL`` is
+    immutable, so one parse serves every request to the same endpoint. Only a URL that comes back as the same
+    string is kept (absolute, already in normal form), so a client's ``base_url`` never matters to what is kept."""
+    memo = holder._rhetor_url
+    if memo is not None and memo[0] == url:
+        return memo[1]
+    parsed = parse(url)
+    if isinstance(url, str) and str(parsed) == url:
+        holder._rhetor_url = (url, parsed)
+    return parsed
+
+
 def memo_prepare_url(sdk_client_cls: type) -> type:
-    """``sdk_client_cls`` (``AsyncOpenAI``, ``AsyncAnthropic``) keeping the URL its ``_prepare_url`` made of the last
-    absolute URL string it was given. Providers post to one absolute URL (``endpoint``), which the SDK parsed again
-    on every request with httpx2's pure-Python parser (3–5% of a request's CPU). An ``httpx2.URL`` is immutable, so
-    one can serve every request; only a URL that comes back as the same string is kept (absolute, already in normal
-    form), so the client's ``base_url`` never matters to what is kept."""
+    """``sdk_client_cls`` (``AsyncOpenAI``, ``AsyncAnthropic``) keeping its ``_prepare_url`` of the endpoint
+    (``kept_url``): providers post to one absolute URL (``endpoint``), which the SDK parsed again on every request
+    with httpx2's pure-Python parser (3–5% of a request's CPU)."""
 
     class MemoURL(sdk_client_cls):  # type: ignore[misc,valid-type]
         _rhetor_url: tuple[str, Any] | None = None
 
         def _prepare_url(self, url: str) -> Any:
-            memo = self._rhetor_url
-            if memo is not None and memo[0] == url:
-                return memo[1]
-            prepared = super()._prepare_url(url)
-            if str(prepared) == url:
-                self._rhetor_url = (url, prepared)
-            return prepared
+            return kept_url(self, url, super()._prepare_url)
 
     MemoURL.__name__ = MemoURL.__qualname__ = sdk_client_cls.__name__
     return MemoURL

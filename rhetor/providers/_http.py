@@ -42,6 +42,8 @@ from typing import Any
 import httptools
 import httpx2
 
+from rhetor.providers._common import kept_url
+
 __all__ = ["Transport", "client"]
 
 _PAUSE_ABOVE = 256 * 1024  # bytes of an answer received and not yet taken before reading pauses
@@ -223,7 +225,7 @@ class _Body(httpx2.AsyncByteStream):
     def _finish(self, *, abort: bool = False) -> None:
         if not self._done:
             self._done = True
-            self._pool.release(self._conn, reuse=not abort and self._conn.reusable() and not self._conn.body)
+            self._pool.release(self._conn, reuse=not abort and not self._conn.body)  # release checks the rest
 
     async def aclose(self) -> None:
         self._finish()  # reused only when the answer came whole (``reusable``)
@@ -432,14 +434,9 @@ def client(sdk: Any, timeout: Any) -> Any:
         _rhetor_url: tuple[str, httpx2.URL] | None = None
 
         def _merge_url(self, url: httpx2.URL | str) -> httpx2.URL:
-            """The last absolute URL string's ``httpx2.URL`` is kept (immutable: one serves every request). The
-            OpenAI SDK hands httpx2 the URL it just parsed as a string, parsed here again on every request."""
-            memo = self._rhetor_url
-            if memo is not None and memo[0] == url:
-                return memo[1]
-            merged: httpx2.URL = super()._merge_url(url)
-            if isinstance(url, str) and str(merged) == url:  # absolute, in normal form: base_url played no part
-                self._rhetor_url = (url, merged)
+            """The OpenAI SDK hands httpx2 the URL it just parsed as a string, parsed here again on every request:
+            the endpoint's parse is kept (``kept_url``)."""
+            merged: httpx2.URL = kept_url(self, url, super()._merge_url)
             return merged
 
         def _init_transport(self, *, verify: Any = True, cert: Any = None, trust_env: bool = True,

@@ -5,9 +5,9 @@ Requests go through the official SDK's ``AsyncOpenAI`` client, made once per pro
 URL, retries, status errors) with its generic ``post`` and ``cast_to=object``: answers come back as the decoded
 JSON dicts, without the typed method's params transform and pydantic models, and are read here with ``.get``;
 stream chunks come through a subclass of the SDK's stream class that splits the events with ``_sse`` and keeps
-the SDK's rules for them. ``max_tokens``
-(not ``max_completion_tokens``) is sent so compatible servers (vLLM, llama.cpp, LM Studio...) accept it;
-streams ask for ``stream_options.include_usage`` so the final chunk carries the token counts.
+the SDK's rules for them. ``max_tokens`` (not ``max_completion_tokens``) is sent so compatible servers (vLLM,
+llama.cpp, LM Studio...) accept it; streams ask for ``stream_options.include_usage`` so the final chunk carries
+the token counts.
 Cached prompt tokens (``prompt_tokens_details.cached_tokens``) are reported as cache reads and taken
 out of the input tokens.
 """
