@@ -2,10 +2,10 @@
 
 The client is made once per provider on the SDK's ``DefaultAsyncHttpxClient`` with Rhetor's HTTP/1.1 transport
 under it (``_http``). The SDK sends each request (auth, ``anthropic-version``, base URL, retries, status errors)
-with its generic ``post`` and ``cast_to=object``: the message and the stream events come back as the decoded JSON
-dicts, without pydantic models, and are read here with ``.get``. Stream events come through a subclass of the
-SDK's stream class that splits them with ``_sse`` and keeps the SDK's rules (pings skipped, ``event: error`` its
-status error).
+with its generic ``post``: a message comes back as bytes (``cast_to=bytes``) decoded here with msgspec, stream events
+as decoded JSON, without pydantic models, and both are read with ``.get``. Stream events come through a subclass
+of the SDK's stream class that splits them with ``_sse`` and keeps the SDK's rules (pings skipped, ``event:
+error`` its status error).
 
 System messages go in the separate ``system`` parameter. ``temperature`` is not sent: the API version
 this SDK speaks (``anthropic-version: 2026-10-21``) has no sampling parameters and answers 400 to them.
@@ -193,8 +193,9 @@ class AnthropicProvider(_common.SDKClient, Provider):
         client = self._ready(b)
         with _map_errors(b):
             async with asyncio.timeout_at(deadlines.first_token):
-                message = await client.post(self._url, content=_common.json_body(self._params(request)), cast_to=object,
-                                            options=_common.unset_options(_sdk()))
+                message = _common.answer_json(await client.post(
+                    self._url, content=_common.json_body(self._params(request)), cast_to=bytes,
+                    options=_common.unset_options(_sdk())))
             content = message.get("content") if isinstance(message, dict) else None
             if content is None:
                 raise _common.MalformedChunk("the answer has no content")

@@ -2,8 +2,8 @@
 
 Requests go through the official SDK's ``AsyncOpenAI`` client, made once per provider on the SDK's
 ``DefaultAsyncHttpxClient`` with Rhetor's HTTP/1.1 transport under it (``_http``). The SDK sends them (auth, base
-URL, retries, status errors) with its generic ``post`` and ``cast_to=object``: answers come back as the decoded
-JSON dicts, without the typed method's params transform and pydantic models, and are read here with ``.get``;
+URL, retries, status errors) with its generic ``post`` and ``cast_to=bytes``: answers are decoded here with msgspec
+(``_common.answer_json``), without the typed method's params transform and pydantic models, and read with ``.get``;
 stream chunks come through a subclass of the SDK's stream class that splits the events with ``_sse`` and keeps
 the SDK's rules for them. ``max_tokens`` (not ``max_completion_tokens``) is sent so compatible servers (vLLM,
 llama.cpp, LM Studio...) accept it; streams ask for ``stream_options.include_usage`` so the final chunk carries
@@ -186,8 +186,8 @@ class OpenAIProvider(_common.SDKClient, Provider):
         client = self._ready(b)
         with _map_errors(b):
             async with asyncio.timeout_at(deadlines.first_token):
-                response = await client.post(self._url, content=_common.json_body(self._params(request)),
-                                             cast_to=object, options=_options())
+                response = _common.answer_json(await client.post(
+                    self._url, content=_common.json_body(self._params(request)), cast_to=bytes, options=_options()))
             choices = response.get("choices") if isinstance(response, dict) else None
             if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
                 raise _common.MalformedChunk("the answer has no choices")

@@ -339,6 +339,48 @@ async def test_anthropic_answer_of_the_wrong_shape_is_malformed(make_provider, p
         fake.stop()
 
 
+NOT_JSON_BODIES = [
+    ("application/json", b'{"choices": [', "not JSON"),
+    ("text/html", b"<html><body>502 Bad Gateway</body></html>", "not JSON"),
+    ("application/json", b"", "not JSON"),
+]
+
+
+@pytest.mark.parametrize("vendor", ["openai", "anthropic"])
+@pytest.mark.parametrize(("content_type", "body", "why"), NOT_JSON_BODIES, ids=["cut", "html", "empty"])
+async def test_answer_that_is_not_json_is_malformed(make_provider, vendor: str, content_type: str, body: bytes,
+                                                    why: str) -> None:
+    """A 200 whose body is not JSON is a malformed answer (a retryable connection error), and the error shows
+    the start of the body."""
+    fake = (FakeOpenAI() if vendor == "openai" else FakeAnthropic()).start()
+    try:
+        fake.reply = lambda request, fault: Reply(200, {"content-type": content_type}, body)  # type: ignore[method-assign]
+        p = (make_provider(OpenAIProvider, make_spec("openai", fake.url + "/v1"), {}) if vendor == "openai" else
+             make_provider(AnthropicProvider, make_spec("anthropic", fake.url, api_key="env:K"), {"K": KEY}))
+        with pytest.raises(errors.ProviderConnectionError, match=f"malformed response from upstream: .*{why}") as info:
+            await p.complete(make_request())
+        assert info.value.retryable and repr(body[:20])[2:-1] in info.value.message
+    finally:
+        fake.stop()
+
+
+@pytest.mark.parametrize("vendor", ["openai", "anthropic"])
+async def test_json_answer_with_another_content_type_is_read(make_provider, vendor: str) -> None:
+    """Compatible servers that label their JSON ``text/plain`` are read by the body, not the label."""
+    fake = (FakeOpenAI() if vendor == "openai" else FakeAnthropic()).start()
+    try:
+        answer = ({"choices": [{"message": {"content": "Hi"}, "finish_reason": "stop"}]} if vendor == "openai" else
+                  {"content": [{"type": "text", "text": "Hi"}], "stop_reason": "end_turn"})
+        fake.reply = lambda request, fault: Reply(  # type: ignore[method-assign]
+            200, {"content-type": "text/plain; charset=utf-8"}, json.dumps(answer).encode())
+        p = (make_provider(OpenAIProvider, make_spec("openai", fake.url + "/v1"), {}) if vendor == "openai" else
+             make_provider(AnthropicProvider, make_spec("anthropic", fake.url, api_key="env:K"), {"K": KEY}))
+        result = await p.complete(make_request())
+        assert result.text == "Hi" and result.finish_reason in ("stop", "end_turn")
+    finally:
+        fake.stop()
+
+
 async def test_anthropic_answer_skips_other_blocks_and_odd_usage(make_provider) -> None:
     fake = FakeAnthropic().start()
     try:
