@@ -432,11 +432,30 @@ def client(sdk: Any, timeout: Any) -> Any:
 
     class RhetorHttpClient(sdk.DefaultAsyncHttpxClient):  # type: ignore[name-defined,misc]
         _rhetor_url: tuple[str, httpx2.URL] | None = None
+        _rhetor_headers: tuple[list[Any], list[Any], httpx2.Headers] | None = None
 
         def _merge_url(self, url: httpx2.URL | str) -> httpx2.URL:
             """The OpenAI SDK hands httpx2 the URL it just parsed as a string, parsed here again on every request:
             the endpoint's parse is kept (``kept_url``)."""
             merged: httpx2.URL = kept_url(self, url, super()._merge_url)
+            return merged
+
+        def _merge_headers(self, headers: Any = None) -> Any:
+            """The client's headers updated with the request's: a function of the two alone, which the SDKs call
+            with the same headers (those of one endpoint's requests, a list from the OpenAI SDK, ``Headers`` from
+            the Anthropic SDK) every time. The last merge is kept with copies of both inputs, compared item by item
+            in order, and handed out as a copy: ``Headers(...)`` and ``update`` normalise and encode every header
+            again, and the request reads the fresh object's encoding (~25 µs a request)."""
+            given = headers._list if isinstance(headers, httpx2.Headers) else headers
+            if not isinstance(given, list):
+                merged: httpx2.Headers = super()._merge_headers(headers)
+                return merged
+            ours = self._headers._list
+            memo = self._rhetor_headers
+            if memo is not None and memo[0] == given and memo[1] == ours:
+                return memo[2].copy()
+            merged = super()._merge_headers(headers)
+            self._rhetor_headers = (list(given), list(ours), merged.copy())
             return merged
 
         def _init_transport(self, *, verify: Any = True, cert: Any = None, trust_env: bool = True,

@@ -493,3 +493,44 @@ async def test_the_http_client_keeps_the_parse_of_the_absolute_url_it_is_handed(
         assert http._merge_url(url) is first
     finally:
         await http.aclose()
+
+
+@pytest.mark.parametrize("sdk", [openai, anthropic], ids=["openai", "anthropic"])
+async def test_the_http_client_keeps_its_last_header_merge_and_answers_as_httpx2_would(sdk: Any) -> None:
+    """``_merge_headers`` keeps its last merge; whatever it is handed, in whatever order, and however the client's
+    headers or an earlier answer were changed since, it answers what httpx2's own merge does (the oracle), and never
+    the same object twice."""
+    import httpx2
+
+    http = _http.client(sdk, 2.0)
+    oracle = httpx2.AsyncClient._merge_headers
+
+    def check(given: Any) -> httpx2.Headers:
+        got, want = http._merge_headers(given), oracle(http, given)
+        assert got.raw == want.raw and got.encoding == want.encoding
+        return got
+
+    try:
+        sdk_headers = [("Accept", "application/json"), ("Content-Type", "application/json"),
+                       ("X-Stainless-Retry-Count", "0"), ("Authorization", "Bearer k")]
+        first = check(sdk_headers)
+        again = check(list(sdk_headers))
+        assert again is not first and again.raw == first.raw
+        again["X-Mutated"] = "1"  # an answer changed by its caller changes nothing kept
+        assert "x-mutated" not in check(sdk_headers)
+        retried = check([*sdk_headers[:2], ("X-Stainless-Retry-Count", "1"), sdk_headers[3]])
+        assert retried["x-stainless-retry-count"] == "1"
+        assert check(list(reversed(sdk_headers))).raw != first.raw  # order is part of the answer
+        assert check(httpx2.Headers(sdk_headers)).raw == first.raw  # the Anthropic SDK hands over Headers
+        headers = httpx2.Headers([*sdk_headers, ("X-Fresh", "1")])
+        check(headers)
+        headers["Authorization"] = "Bearer other"  # the same object, changed in place
+        assert check(headers)["authorization"] == "Bearer other"
+        http.headers["X-Client"] = "1"  # the client's own headers, changed in place
+        assert check(sdk_headers)["x-client"] == "1"
+        http.headers = {"Accept": "text/plain"}  # ... and replaced
+        assert check(sdk_headers)["accept"] == "application/json"
+        assert "x-client" not in check(sdk_headers)
+        assert check(None).raw == oracle(http, None).raw and check({"A": "b"})["a"] == "b"
+    finally:
+        await http.aclose()
