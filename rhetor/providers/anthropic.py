@@ -171,6 +171,7 @@ class AnthropicProvider(_common.SDKClient, Provider):
             )
             self._stream_cls = _events_cls()
             self._url = _common.endpoint(self._client.base_url, _PATH)
+            self._post = _common.SDKPost(_sdk(), self._client, self._url, _common.unset_options(_sdk()))
 
     def _where(self) -> str:
         return f"Anthropic API at {self._client.base_url}"
@@ -190,12 +191,10 @@ class AnthropicProvider(_common.SDKClient, Provider):
     async def complete(self, request: ProviderRequest) -> ProviderResult:
         deadlines = Deadlines(self.spec.timeouts)
         b = Boundary(self.name, request.model_id, self._secrets, deadlines)
-        client = self._ready(b)
+        post = self._poster(b)
         with _map_errors(b):
             async with asyncio.timeout_at(deadlines.first_token):
-                message = _common.answer_json(await client.post(
-                    self._url, content=_common.json_body(self._params(request)), cast_to=bytes,
-                    options=_common.unset_options(_sdk())))
+                message = _common.answer_json(await post(_common.json_body(self._params(request)), cast_to=bytes))
             content = message.get("content") if isinstance(message, dict) else None
             if content is None:
                 raise _common.MalformedChunk("the answer has no content")
@@ -207,9 +206,8 @@ class AnthropicProvider(_common.SDKClient, Provider):
 
     def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta | StreamEnd]:
         body = {**self._params(request), "stream": True}
-        return self._post_stream(request.model_id, self._url, body, self._consume, _map_errors,
-                                 until_done=True, missing_end="the stream ended before message_stop",
-                                 options=_common.unset_options(_sdk()))
+        return self._post_stream(request.model_id, body, self._consume, _map_errors,
+                                 until_done=True, missing_end="the stream ended before message_stop")
 
     @staticmethod
     def _consume(event: Any, state: StreamState) -> str:

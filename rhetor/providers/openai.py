@@ -49,7 +49,8 @@ _DRAIN_S = 0.1  # how long the rest of the body after `data: [DONE]` may take (t
 
 
 def _options() -> dict[str, Any]:
-    """The request options ``chat.completions.create`` gives: the API key as bearer auth, never an admin key."""
+    """The request options ``chat.completions.create`` gives: the API key as bearer auth, never an admin key
+    (made into the provider's ``SDKPost`` once)."""
     return {**_common.unset_options(_sdk()), "security": {"bearer_auth": True}}
 
 
@@ -164,6 +165,7 @@ class OpenAIProvider(_common.SDKClient, Provider):
             )
             self._stream_cls = _events_cls()
             self._url = _common.endpoint(self._client.base_url, _PATH)
+            self._post = _common.SDKPost(_sdk(), self._client, self._url, _options())
 
     def _where(self) -> str:
         return f"OpenAI-compatible API at {self._client.base_url}"
@@ -183,11 +185,10 @@ class OpenAIProvider(_common.SDKClient, Provider):
     async def complete(self, request: ProviderRequest) -> ProviderResult:
         deadlines = Deadlines(self.spec.timeouts)
         b = Boundary(self.name, request.model_id, self._secrets, deadlines)
-        client = self._ready(b)
+        post = self._poster(b)
         with _map_errors(b):
             async with asyncio.timeout_at(deadlines.first_token):
-                response = _common.answer_json(await client.post(
-                    self._url, content=_common.json_body(self._params(request)), cast_to=bytes, options=_options()))
+                response = _common.answer_json(await post(_common.json_body(self._params(request)), cast_to=bytes))
             choices = response.get("choices") if isinstance(response, dict) else None
             if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
                 raise _common.MalformedChunk("the answer has no choices")
@@ -197,9 +198,8 @@ class OpenAIProvider(_common.SDKClient, Provider):
 
     def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta | StreamEnd]:
         body = {**self._params(request), "stream": True, "stream_options": {"include_usage": True}}
-        return self._post_stream(request.model_id, self._url, body, self._consume, _map_errors,
-                                 until_done=False, missing_end="the stream ended before its finish_reason",
-                                 options=_options())
+        return self._post_stream(request.model_id, body, self._consume, _map_errors,
+                                 until_done=False, missing_end="the stream ended before its finish_reason")
 
     @staticmethod
     def _consume(chunk: Any, state: StreamState) -> str:

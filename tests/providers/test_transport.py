@@ -478,6 +478,42 @@ async def test_the_unset_options_change_nothing_the_sdk_would_do(sdk: Any) -> No
     assert {name for name in _common.unset_options(sdk)} <= set(type(default).model_fields)
 
 
+@pytest.mark.parametrize("sdk", [openai, anthropic], ids=["openai", "anthropic"])
+async def test_sdk_post_hands_the_sdk_what_its_own_post_would(sdk: Any) -> None:
+    """``SDKPost`` builds the options model once and copies it per request; the SDK's ``request`` must get what the
+    SDK's own ``post`` hands it (the oracle, captured on the client), in every field, with no dict shared between
+    requests."""
+    client = (sdk.AsyncOpenAI if sdk is openai else sdk.AsyncAnthropic)(api_key="k", base_url="http://127.0.0.1:9")
+    handed: list[tuple[Any, ...]] = []
+
+    async def capture(cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None) -> None:
+        handed.append((cast_to, options, stream, stream_cls))
+
+    client.request = capture  # what post() hands the SDK's request(), instead of sending it
+    options = {**_common.unset_options(sdk), **({"security": {"bearer_auth": True}} if sdk is openai else {})}
+    url = "http://127.0.0.1:9/v1/x"
+    post = _common.SDKPost(sdk, client, url, options)
+    try:
+        for content, kwargs in ((b'{"a": 1}', {"cast_to": bytes}),
+                                (b'{"b": 2}', {"cast_to": object, "stream": True, "stream_cls": sdk.AsyncStream})):
+            await client.post(url, content=content, options=options, **kwargs)
+            await post(content, **kwargs)
+            (cast_a, want, *rest_a), (cast_b, got, *rest_b) = handed[-2], handed[-1]
+            assert (cast_a, *rest_a) == (cast_b, *rest_b)  # cast_to, stream, stream_cls
+            assert type(got) is type(want) and got.model_fields_set == want.model_fields_set
+            for name in type(want).model_fields:
+                a, b = getattr(want, name), getattr(got, name)
+                assert a == b or (isinstance(a, sdk.NotGiven) and isinstance(b, sdk.NotGiven)), name
+            assert got.content == content and got.url == url and got.method == "post"
+        first, second = post.options(b"1"), post.options(b"2")
+        shared = [name for name, value in vars(first).items() if isinstance(value, dict | list)]
+        assert "params" in shared and all(getattr(first, n) is not getattr(second, n) for n in shared)
+        first.params["api-version"] = "x"  # a request's options changed in place change no other request's
+        assert post.options(b"3").params == {} and second.content == b"2"
+    finally:
+        await client.close()
+
+
 async def test_the_http_client_keeps_the_parse_of_the_absolute_url_it_is_handed() -> None:
     """The OpenAI SDK hands httpx2 its prepared URL as a string; the client ``_http.client`` builds keeps its parse
     (and only an absolute one: a relative URL depends on the client's base URL)."""
