@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import msgspec
+
 __all__ = [
     "ATTR_COLUMNS",
     "BucketKey",
@@ -44,8 +46,10 @@ class BucketLimit:
     limit_nanos: int
 
 
-@dataclass(frozen=True, slots=True)
-class BucketTotals:
+class BucketTotals(msgspec.Struct, frozen=True, gc=False):
+    """A bucket's totals. A frozen msgspec ``Struct``: a reservation and its settlement make 24 of them (each of
+    six buckets before and after, twice), at ~0.1 µs each against ~0.45 µs for a frozen dataclass."""
+
     spent_nanos: int = 0
     reserved_nanos: int = 0
 
