@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
+
+import msgspec.structs
 
 from rhetor.storage.base import ReservationStateError, UnknownReservationError
 from rhetor.storage.records import (
@@ -113,7 +114,7 @@ async def settle(tx: LedgerTx, req: SettleRequest) -> SettleOutcome:
     await tx.add_to_buckets({k: (req.cost_nanos, -unreserve) for k in keys})
     attrs = dict(row.attrs)
     attrs.update({k: v for k, v in req.attrs.items() if v is not None})
-    settled = replace(
+    settled = msgspec.structs.replace(
         row,
         state="settled",
         cost_nanos=req.cost_nanos,
@@ -156,7 +157,7 @@ async def _drop(rows: list[ReservationRow], tx: LedgerTx, state: str, at: dateti
     await tx.lock_buckets(sorted(deltas))
     await tx.add_to_buckets(deltas)
     for row in rows:
-        await tx.update_reservation(replace(row, state=state, finished_at=at))
+        await tx.update_reservation(msgspec.structs.replace(row, state=state, finished_at=at))
 
 
 def _distinct(buckets: Iterable[BucketLimit]) -> tuple[BucketLimit, ...]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
+
+import msgspec.structs
 
 from rhetor.storage import _ledger_core as core
 from rhetor.storage.base import LedgerRepository, Storage
@@ -89,7 +90,7 @@ class MemoryLedger(LedgerRepository):
 
     async def get(self, reservation_id: str) -> ReservationRow | None:
         row = self.reservations.get(reservation_id)
-        return None if row is None else replace(row)
+        return None if row is None else msgspec.structs.replace(row)
 
     async def totals(self, buckets: Sequence[BucketKey]) -> dict[BucketKey, BucketTotals]:
         return {k: self.buckets.get(k, BucketTotals()) for k in buckets}

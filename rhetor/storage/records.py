@@ -6,7 +6,6 @@ budget layer converts to and from USD at its edge. Times are timezone-aware UTC 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -38,8 +37,7 @@ class BucketKey(NamedTuple):
     key: str
 
 
-@dataclass(frozen=True, slots=True)
-class BucketLimit:
+class BucketLimit(msgspec.Struct, frozen=True):
     """A bucket a reservation counts against, with the limit in force (0 = no limit)."""
 
     bucket: BucketKey
@@ -58,8 +56,7 @@ class BucketTotals(msgspec.Struct, frozen=True, gc=False):
         return self.spent_nanos + self.reserved_nanos
 
 
-@dataclass(frozen=True, slots=True)
-class ThresholdHit:
+class ThresholdHit(msgspec.Struct, frozen=True):
     """A warn threshold (in parts per million of the limit) reached in a bucket."""
 
     bucket: BucketKey
@@ -68,8 +65,7 @@ class ThresholdHit:
     committed_nanos: int
 
 
-@dataclass(frozen=True, slots=True)
-class ReservationRow:
+class ReservationRow(msgspec.Struct, frozen=True):
     """A reservation as stored. ``state`` is one of reserved, settled, released, expired."""
 
     id: str
@@ -79,8 +75,8 @@ class ReservationRow:
     window_keys: dict[str, str]
     created_at: datetime
     expires_at: datetime
-    attrs: dict[str, str | None] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    attrs: dict[str, str | None] = msgspec.field(default_factory=dict)
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
     cost_nanos: int | None = None
     finished_at: datetime | None = None
     input_tokens: int = 0
@@ -89,8 +85,7 @@ class ReservationRow:
     cache_write_tokens: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class ReserveRequest:
+class ReserveRequest(msgspec.Struct, frozen=True):
     id: str
     amount_nanos: int
     buckets: tuple[BucketLimit, ...]
@@ -100,12 +95,11 @@ class ReserveRequest:
     created_at: datetime
     expires_at: datetime
     thresholds_ppm: tuple[int, ...]
-    attrs: dict[str, str | None] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    attrs: dict[str, str | None] = msgspec.field(default_factory=dict)
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class ReserveOutcome:
+class ReserveOutcome(msgspec.Struct, frozen=True):
     admitted: bool
     """False only when ``enforce`` was set and some limit would be exceeded (then nothing was written)."""
     over: tuple[tuple[BucketLimit, BucketTotals], ...] = ()
@@ -113,8 +107,7 @@ class ReserveOutcome:
     crossed: tuple[ThresholdHit, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class SettleRequest:
+class SettleRequest(msgspec.Struct, frozen=True):
     id: str
     cost_nanos: int
     input_tokens: int
@@ -127,8 +120,7 @@ class SettleRequest:
     thresholds_ppm: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class SettleOutcome:
+class SettleOutcome(msgspec.Struct, frozen=True):
     reservation: ReservationRow
     """The reservation after settling (on a repeat, as it was settled the first time)."""
     already_settled: bool = False
@@ -137,8 +129,7 @@ class SettleOutcome:
     crossed: tuple[ThresholdHit, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class UsageRow:
+class UsageRow(msgspec.Struct, frozen=True):
     """Settled spend of one (model, provider, component, task_type) combination."""
 
     model: str | None
