@@ -461,7 +461,6 @@ async def test_the_endpoint_url_is_the_one_the_sdk_would_build(sdk: Any, path: s
         await memo.close()
 
 
-
 @pytest.mark.parametrize("sdk", [openai, anthropic], ids=["openai", "anthropic"])
 async def test_the_unset_options_change_nothing_the_sdk_would_do(sdk: Any) -> None:
     """``unset_options`` hands the SDK its own ``NOT_GIVEN`` where it would deep-copy a ``NotGiven()`` default; the
