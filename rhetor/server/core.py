@@ -13,12 +13,12 @@ from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
-from litestar.response import Stream
 
 import rhetor
 from rhetor.engine.engine import Engine
 from rhetor.engine.run import RunResult
 from rhetor.errors import RhetorError
+from rhetor.server.event_stream import EventStream
 from rhetor.server.observe import request_id_of
 from rhetor.server.security import bind_component
 from rhetor.server.state import server_state
@@ -112,7 +112,7 @@ async def answer(state: State, http: Request[Any, Any, Any], body: MessageIn | C
     request = bind_component(http.scope, body.to_request(request_id, stream=stream, active=rhetor_state.active))
     if stream:
         first, rest = await primed_stream(engine, request, body.pipeline)
-        return Stream(_events(first, rest, request), media_type="text/event-stream", headers=_SSE_HEADERS)
+        return EventStream(_events(first, rest, request), media_type="text/event-stream", headers=_SSE_HEADERS)
     result = await engine.run(request, body.pipeline)
     return Response(completion_body(result, body.context_id, request_id))
 

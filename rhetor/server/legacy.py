@@ -13,11 +13,11 @@ from typing import Any
 
 from litestar import Request, Response, post
 from litestar.datastructures import State
-from litestar.response import Stream
 from pydantic import Field
 
 from rhetor.errors import RhetorError
 from rhetor.server.core import primed_stream
+from rhetor.server.event_stream import EventStream
 from rhetor.server.observe import request_id_of
 from rhetor.server.security import bind_component
 from rhetor.server.state import server_state
@@ -73,8 +73,8 @@ async def _handle(state: State, http: Request[Any, Any, Any], body: CompletionIn
     request = bind_component(http.scope, _request(body, request_id_of(http.scope), rhetor.active))
     if body.stream:
         first, rest = await primed_stream(rhetor.engine, request, body.pipeline)
-        return Stream(_events(first, rest, request), media_type="text/event-stream",
-                      headers={"Cache-Control": "no-cache"})
+        return EventStream(_events(first, rest, request), media_type="text/event-stream",
+                           headers={"Cache-Control": "no-cache"})
     result = await rhetor.engine.run(request, body.pipeline)
     out = completion_body(result, body.context_id, request.request_id)
     if shape == "chat":

@@ -34,12 +34,12 @@ from litestar import Request as HttpRequest
 from litestar import Response, Router, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
-from litestar.response import Stream
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rhetor.engine.engine import Engine
 from rhetor.engine.run import RunResult
 from rhetor.errors import NotFoundError, RequestError, RhetorError
+from rhetor.server.event_stream import EventStream
 from rhetor.server.observe import request_id_of
 from rhetor.server.security import bind_component
 from rhetor.server.state import server_state
@@ -290,8 +290,8 @@ async def chat_completions(request: HttpRequest[Any, Any, Any], state: State) ->
     events = engine.stream_batches(rhetor_request, pipeline)
     first = await anext(events)  # an error before any output is a plain HTTP error
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return Stream(_chunks(events, first, rhetor_request, body.model, include_usage), media_type="text/event-stream",
-                  headers=_SSE_HEADERS)
+    return EventStream(_chunks(events, first, rhetor_request, body.model, include_usage),
+                       media_type="text/event-stream", headers=_SSE_HEADERS)
 
 
 def _model_list(engine: Engine) -> list[dict[str, Any]]:

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
 
-from rhetor.config.models import ProviderSpec
 from rhetor.engine.engine import build_engine
-from rhetor.engine.runtime import Clock
 from rhetor.errors import BudgetExceededError, RateLimitError, RequestError
-from rhetor.providers import Provider, build_provider
-from rhetor.providers.base import ProviderRequest, StreamDelta, StreamEnd
-from rhetor.providers.simulated import SimulatedProvider
 from rhetor.server.app import create_app
 from rhetor.server.openai_compat import _error_body, _finish
-from rhetor.types import Usage
 from tests.server.conftest import SIM_DIR, sse_events
 
 URL = "/v1/chat/completions"
@@ -257,88 +250,6 @@ async def test_stream_failing_before_output_is_a_plain_http_error(client: AsyncT
     assert r.status_code == 502
     assert r.headers["content-type"].startswith("application/json")
     assert r.json()["error"]["code"] == "all-targets-failed"
-
-
-class GatedProvider(SimulatedProvider):
-    """Streams "first", then waits for ``gate`` before the rest."""
-
-    gate: asyncio.Event
-    cancelled: asyncio.Event
-
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta | StreamEnd]:  # type: ignore[override]
-        yield StreamDelta("first")
-        try:
-            await self.gate.wait()
-        except asyncio.CancelledError:
-            self.cancelled.set()
-            raise
-        yield StreamDelta(" second")
-        yield StreamEnd(usage=Usage(1, 2), finish_reason="stop")
-
-
-class _Exchange:
-    """One streamed POST driven at the ASGI level, so the test sees each body message as the app sends it."""
-
-    def __init__(self) -> None:
-        self.gate, self.cancelled = asyncio.Event(), asyncio.Event()
-
-        def factory(name: str, spec: ProviderSpec, env: Mapping[str, str], clock: Clock) -> Provider:
-            provider = build_provider(name, spec, env, clock)
-            if isinstance(provider, SimulatedProvider):
-                provider = GatedProvider(name, spec, env)
-                provider.gate, provider.cancelled = self.gate, self.cancelled
-            return provider
-
-        self.app = create_app(build_engine(SIM_DIR, env={}, provider_factory=factory))
-        self.sent: list[bytes] = []
-        self.first_out, self.leave = asyncio.Event(), asyncio.Event()
-        self._requested = False
-
-    async def receive(self) -> dict[str, Any]:
-        if not self._requested:
-            self._requested = True
-            return {"type": "http.request", "body": json.dumps(ask("simulated", stream=True)).encode(),
-                    "more_body": False}
-        await self.leave.wait()  # the client stays until the response is complete, or it leaves
-        return {"type": "http.disconnect"}
-
-    async def send(self, message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.body":
-            self.sent.append(message.get("body", b""))
-            if b'"first"' in self.sent[-1]:
-                self.first_out.set()
-            if not message.get("more_body", False):
-                self.leave.set()
-
-    def start(self) -> asyncio.Task[None]:
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                 "scheme": "http", "path": URL, "raw_path": URL.encode(), "query_string": b"", "root_path": "",
-                 "headers": [(b"content-type", b"application/json"), (b"host", b"t")],
-                 "client": ("127.0.0.1", 1), "server": ("t", 80)}
-        return asyncio.create_task(self.app(scope, self.receive, self.send))  # type: ignore[arg-type]
-
-
-async def test_stream_sends_each_chunk_as_it_arrives() -> None:
-    ex = _Exchange()
-    task = ex.start()
-    await asyncio.wait_for(ex.first_out.wait(), 5)  # the first chunk is out while the provider still holds the rest
-    assert not task.done() and b"second" not in b"".join(ex.sent)
-    ex.gate.set()
-    await asyncio.wait_for(task, 5)
-    body = b"".join(ex.sent)
-    assert b'" second"' in body and body.endswith(b"data: [DONE]\n\n")
-    assert not ex.cancelled.is_set()
-
-
-async def test_client_leaving_mid_stream_cancels_the_provider_call() -> None:
-    ex = _Exchange()
-    task = ex.start()
-    await asyncio.wait_for(ex.first_out.wait(), 5)
-    ex.leave.set()  # the client disconnects
-    await asyncio.wait_for(ex.cancelled.wait(), 5)
-    await asyncio.wait_for(task, 5)
-    assert b"second" not in b"".join(ex.sent)
-
 
 
 # ------------------------------------------------------------------------------ /v1/models
