@@ -22,7 +22,7 @@ from rhetor.server.event_stream import EventStream
 from rhetor.server.observe import request_id_of
 from rhetor.server.security import bind_component
 from rhetor.server.state import server_state
-from rhetor.server.wire import ChatIn, MessageIn, completion_body, error_event, final_event, sse, timestamp
+from rhetor.server.wire import ChatIn, ChunkEvents, MessageIn, completion_body, error_event, final_event, timestamp
 from rhetor.stages.base import Request as EngineRequest
 
 __all__ = ["HANDLERS", "answer", "primed_stream"]
@@ -72,13 +72,14 @@ async def _events(first: list[str | RunResult], rest: AsyncIterator[list[str | R
                   request: EngineRequest) -> AsyncIterator[bytes]:
     """The SSE events of a streamed run; the chunks of one batch (``Engine.stream_batches``) in one write."""
     context = request.options.context_id
+    chunk = ChunkEvents(lambda text: {"chunk": text, "done": False, "context": context})
     try:
         batch = first
         while True:
             out = []
             for item in batch:
                 if isinstance(item, str):
-                    out.append(sse({"chunk": item, "done": False, "context": context}))
+                    out.append(chunk(item))
                 else:
                     out.append(final_event(item, context, request.request_id))
                     yield b"".join(out)

@@ -21,7 +21,7 @@ from rhetor.server.event_stream import EventStream
 from rhetor.server.observe import request_id_of
 from rhetor.server.security import bind_component
 from rhetor.server.state import server_state
-from rhetor.server.wire import ChatMessageIn, _RequestFields, completion_body, sse, timestamp
+from rhetor.server.wire import ChatMessageIn, ChunkEvents, _RequestFields, completion_body, sse, timestamp
 from rhetor.stages.base import Request as EngineRequest
 from rhetor.types import Message, Messages
 
@@ -47,13 +47,14 @@ def _request(body: CompletionIn | LegacyChatIn, request_id: str, active: dict[st
 
 async def _events(first: list[Any], rest: AsyncIterator[list[Any]], request: EngineRequest) -> AsyncIterator[bytes]:
     """The SSE events of a streamed run; the chunks of one batch (``Engine.stream_batches``) in one write."""
+    chunk = ChunkEvents(lambda text: {"text": text, "chunk": text, "done": False})
     try:
         batch = first
         while True:
             out = []
             for item in batch:
                 if isinstance(item, str):
-                    out.append(sse({"text": item, "chunk": item, "done": False}))
+                    out.append(chunk(item))
                 else:
                     body = completion_body(item, request.options.context_id, request.request_id)
                     out.append(sse({**body, "text": body["message"], "chunk": "", "done": True}))

@@ -43,7 +43,7 @@ from rhetor.server.event_stream import EventStream
 from rhetor.server.observe import request_id_of
 from rhetor.server.security import bind_component
 from rhetor.server.state import server_state
-from rhetor.server.wire import completion_body, sse
+from rhetor.server.wire import ChunkEvents, completion_body, sse
 from rhetor.stages.base import Request
 from rhetor.types import Message, Messages, RequestOptions, Usage
 
@@ -247,21 +247,22 @@ async def _chunks(events: AsyncIterator[list[str | RunResult]], first: list[str 
     cid, created = f"chatcmpl-{request.request_id}", int(time.time())
     extra: dict[str, Any] = {"usage": None} if include_usage else {}
 
-    def chunk(model: str, delta: dict[str, Any], finish: str | None = None, **more: Any) -> bytes:
+    def payload(model: str, delta: dict[str, Any], finish: str | None = None, **more: Any) -> dict[str, Any]:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [choice], **extra, **more})
+        return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [choice], **extra, **more}
 
+    content = ChunkEvents(lambda text: payload(requested, {"content": text}))
     try:
-        out = [chunk(requested, {"role": "assistant", "content": ""})]
+        out = [sse(payload(requested, {"role": "assistant", "content": ""}))]
         batch = first
         while True:
             for item in batch:
                 if isinstance(item, str):
-                    out.append(chunk(requested, {"content": item}))
+                    out.append(content(item))
                     continue
                 c = item.completion
-                out.append(chunk(c.model, {}, _finish(c.finish_reason), rhetor=_rhetor(item, request)))
+                out.append(sse(payload(c.model, {}, _finish(c.finish_reason), rhetor=_rhetor(item, request))))
                 if include_usage:
                     out.append(sse({"id": cid, "object": "chat.completion.chunk", "created": created,
                                     "model": c.model, "choices": [], "usage": _usage(c.usage)}))

@@ -6,6 +6,8 @@ Kept apart from the config Specs: these are what callers send and receive, docum
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -17,7 +19,7 @@ from rhetor.errors import RhetorError
 from rhetor.stages.base import Request
 from rhetor.types import BudgetDecision, Completion, Message, Messages, RequestOptions
 
-__all__ = ["ChatIn", "MessageIn", "completion_body", "error_event", "final_event", "sse", "timestamp"]
+__all__ = ["ChatIn", "ChunkEvents", "MessageIn", "completion_body", "error_event", "final_event", "sse", "timestamp"]
 
 
 class _RequestFields(BaseModel):
@@ -134,6 +136,37 @@ def sse(payload: dict[str, Any]) -> bytes:
     """One SSE event: compact UTF-8 JSON, encoded by msgspec as Litestar encodes JSON bodies (an order of
     magnitude faster than ``json.dumps``; floats in shortest form, e.g. ``1.5e-5``)."""
     return b"data: " + msgspec.json.encode(payload) + b"\n\n"
+
+
+class ChunkEvents:
+    """``sse(make(text))`` for the text chunks of one stream, whose events differ only in the text.
+
+    The event is encoded once with a random marker where the text goes and split there; each chunk then costs one
+    string encode and a join (a ``chat.completion.chunk`` event: 1.3 → 0.13 µs; a JSON string encodes the same
+    wherever it sits). The first chunk is also encoded the plain way and compared: should they ever differ (the
+    marker showing up in another field, a payload that reorders its keys), the stream's chunks are all encoded the
+    plain way."""
+
+    __slots__ = ("_checked", "_make", "_parts")
+
+    def __init__(self, make: Callable[[str], dict[str, Any]]) -> None:
+        self._make = make
+        marker = f"\x00{os.urandom(8).hex()}\x00"
+        self._parts: list[bytes] | None = sse(make(marker)).split(msgspec.json.encode(marker))
+        self._checked = False
+
+    def __call__(self, text: str) -> bytes:
+        parts = self._parts
+        if parts is None:
+            return sse(self._make(text))
+        event = msgspec.json.encode(text).join(parts)
+        if not self._checked:
+            self._checked = True
+            plain = sse(self._make(text))
+            if event != plain:
+                self._parts = None
+                return plain
+        return event
 
 
 def final_event(result: RunResult, context: str | None, request_id: str) -> bytes:
