@@ -33,6 +33,34 @@ __all__ = ["Engine", "Explanation", "RunObserver", "build_engine", "load_engine"
 _DONE = object()
 
 
+class _Handoff:
+    """What a streamed run's task hands its consumer: items appended, taken all at once. An ``asyncio.Queue`` does
+    the same with more work per item (a chunk is put ~20 times per stream): here a put is an append, and only a
+    put that finds the consumer waiting wakes it."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: Any) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():  # done: its consumer was cancelled while waiting
+                waiter.set_result(None)
+
+    async def take(self) -> list[Any]:
+        """Every item put since the last ``take`` (at least one: waits for it)."""
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        items, self._items = self._items, []
+        return items
+
+
 class RunObserver(Protocol):
     """Called once per finished run (success or error), after the answer was produced.
 
@@ -126,21 +154,19 @@ class Engine:
         (never none), the last one ends with the ``RunResult``. Chunks that one upstream read delivered together
         (a dozen under load) can so leave in one write; a chunk that comes alone still leaves at once.
 
-        The pipeline runs in its own task and hands its chunks over through a queue. If the consumer stops
+        The pipeline runs in its own task and hands its chunks over (``_Handoff``). If the consumer stops
         early (a client gone), the run is cancelled with it. A failed run raises its ``RhetorError`` after
         the chunks it produced.
         """
         compiled = self.pipeline_for(request.options, pipeline)
         await self.resources.ensure_started()
         started = time.perf_counter()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        task = asyncio.create_task(execute(compiled, RunContext(request, emit=queue.put_nowait)))
-        task.add_done_callback(lambda _: queue.put_nowait(_DONE))  # always the last item queued
+        handoff = _Handoff()
+        task = asyncio.create_task(execute(compiled, RunContext(request, emit=handoff.put)))
+        task.add_done_callback(lambda _: handoff.put(_DONE))  # always the last item handed over
         try:
             while True:
-                batch = [await queue.get()]
-                while queue.qsize():
-                    batch.append(queue.get_nowait())
+                batch = await handoff.take()
                 if batch[-1] is not _DONE:
                     yield batch
                     continue

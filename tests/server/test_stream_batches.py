@@ -5,6 +5,7 @@ produces them all at once, as one upstream read holding many does)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import AsyncIterator
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from rhetor.engine.engine import Engine, build_engine
+from rhetor.engine.engine import Engine, _Handoff, build_engine
 from rhetor.engine.run import RunResult
 from rhetor.errors import MidStreamError
 from rhetor.server.app import create_app
@@ -151,3 +152,23 @@ def test_a_burst_on_the_websocket_is_the_same_messages(config: Path, model: str)
     paced = _ws_answer(config, "cut" if model == "burst-cut" else "simulated")
     assert sum("chunk" in m["payload"] for m in burst) >= 2
     assert burst == paced
+
+
+async def test_the_handoff_gives_everything_put_since_the_last_take_and_survives_a_cancelled_take() -> None:
+    handoff = _Handoff()
+    handoff.put("a")
+    handoff.put("b")
+    assert await handoff.take() == ["a", "b"]  # put before the take: no wait
+    waiting = asyncio.ensure_future(handoff.take())
+    await asyncio.sleep(0)
+    assert not waiting.done()  # nothing to take yet
+    handoff.put("c")
+    handoff.put("d")  # the consumer was woken by "c"; "d" joins the same batch
+    assert await waiting == ["c", "d"]
+    cancelled = asyncio.ensure_future(handoff.take())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    handoff.put("e")  # finds the cancelled waiter: nothing is lost
+    assert await handoff.take() == ["e"]
