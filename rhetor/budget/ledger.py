@@ -173,12 +173,15 @@ class BudgetLedger:
         attrs: Mapping[str, Any] | None = None,
         *,
         now: datetime | None = None,
+        in_shield: bool = False,
     ) -> Settlement:
         """Replace a reservation by the real cost and usage (0 is fine: the request and tokens still count).
 
         Idempotent: settling the same reservation again charges nothing and returns the first settlement.
         A reservation that had expired is still charged (the provider was paid). Completes even when the
-        caller is cancelled meanwhile, so spend is never lost to a client hanging up.
+        caller is cancelled meanwhile, so spend is never lost to a client hanging up: the storage operation runs
+        in a task of its own (``asyncio.shield``), unless ``in_shield`` says the caller already runs where nothing
+        cancels it (the engine's run finalizers), which spares a task and its loop turns per request.
 
         Raises:
             UnknownReservationError: No such reservation.
@@ -192,7 +195,8 @@ class BudgetLedger:
             cache_write_tokens=u.cache_write_tokens, attrs=columns, extra=extra, settled_at=self._now(now),
             thresholds_ppm=self.thresholds_ppm,
         )
-        outcome = await asyncio.shield(self.repo.settle(request))
+        settling = self.repo.settle(request)
+        outcome = await (settling if in_shield else asyncio.shield(settling))
         row = outcome.reservation
         return Settlement(
             reservation_id=row.id, cost_usd=to_usd(row.cost_nanos or 0), reserved_usd=to_usd(row.amount_nanos),
@@ -200,9 +204,11 @@ class BudgetLedger:
             crossed=tuple(_crossed(h) for h in outcome.crossed),
         )
 
-    async def release(self, reservation_id: str, *, now: datetime | None = None) -> bool:
-        """Drop a reservation that produced no provider spend. False when there was nothing live to drop."""
-        return await asyncio.shield(self.repo.release(reservation_id, self._now(now)))
+    async def release(self, reservation_id: str, *, now: datetime | None = None, in_shield: bool = False) -> bool:
+        """Drop a reservation that produced no provider spend. False when there was nothing live to drop.
+        Completes even when the caller is cancelled meanwhile (``in_shield``: as for ``settle``)."""
+        releasing = self.repo.release(reservation_id, self._now(now))
+        return await (releasing if in_shield else asyncio.shield(releasing))
 
     async def reconcile(self, now: datetime | None = None, *, batch: int = 1000) -> list[str]:
         """Expire every reservation whose TTL has passed (e.g. a crashed process's); returns their ids."""

@@ -146,15 +146,17 @@ class BudgetStage(Stage):
                            details={"estimates_usd": estimates, **decision.to_dict()})
 
     async def _settle(self, reservation_id: str, attrs: dict[str, Any], ctx: RunContext) -> None:
+        """A run finalizer: the engine runs finalizers in a task that nothing cancels (``engine.run.execute``), so
+        the ledger need not shield the settlement again (``in_shield``)."""
         ledger = self._ledger_now()
         if not ctx.spends:
-            await ledger.release(reservation_id)
+            await ledger.release(reservation_id, in_shield=True)
             return
         cost = round(sum(s.cost_usd for s in ctx.spends), 9)
         usage = Usage(*(sum(getattr(s.usage, f) for s in ctx.spends) for f in
                         ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")))
         last = ctx.spends[-1]
         settlement = await ledger.settle(reservation_id, cost, usage,
-                                         {**attrs, "model": last.model, "provider": last.provider})
+                                         {**attrs, "model": last.model, "provider": last.provider}, in_shield=True)
         for crossed in settlement.crossed:
             log.warning("budget threshold crossed", extra={"fields": {"warning": _crossed(crossed)}})

@@ -18,6 +18,7 @@ import pytest
 from rhetor.budget import BudgetLedger
 from rhetor.engine.engine import Engine, build_engine
 from rhetor.errors import AllTargetsFailedError, BudgetExceededError, MidStreamError, OverloadedError
+from rhetor.providers.base import ProviderRequest, ProviderResult
 from rhetor.stages.base import Request
 from rhetor.types import BudgetDecision, RequestOptions, Usage
 from tests.fakes.scripted import ScriptedProvider, scripted_factory
@@ -162,4 +163,39 @@ async def test_a_stream_that_completes_before_the_client_leaves_is_charged_in_fu
     await asyncio.sleep(0.05)  # meanwhile the provider finished: it was paid for the whole answer
     await stream.aclose()
     assert await totals(engine) == {"spent_usd": 1.0, "reserved_usd": 0.0}
+    await engine.aclose()
+
+
+@pytest.mark.parametrize("spends", [True, False], ids=["settle", "release"])
+async def test_a_run_cancelled_while_its_budget_settles_still_settles(tmp_path: Path, spends: bool) -> None:
+    """The settlement (or release) runs as a run finalizer, which the engine runs where nothing cancels it: the
+    caller cancelled twice while the ledger is busy changes nothing (the stage relies on that: ``in_shield``)."""
+    engine, providers = make(tmp_path)
+    await engine.run(Request.from_text("warm up"))  # builds the ledger; $1 spent
+    provider, called, gate = providers["up"], asyncio.Event(), asyncio.Event()
+    answer = provider.complete
+
+    async def gated(request: ProviderRequest) -> ProviderResult:
+        called.set()
+        await gate.wait()
+        if not spends:
+            raise OverloadedError("down", provider="up", model="m")
+        return await answer(request)
+
+    provider.complete = gated  # type: ignore[method-assign]
+    run = asyncio.ensure_future(engine.run(Request.from_text("x")))
+    await asyncio.wait_for(called.wait(), 5)  # reserved; the call is under way
+    async with engine.resources.storage.ledger._lock:  # noqa: SLF001 - the memory ledger's: the settlement waits
+        gate.set()
+        for _ in range(50):  # the call ends and the run's finalizer waits for the ledger
+            await asyncio.sleep(0)
+        assert not run.done()
+        for _ in range(2):
+            run.cancel()
+            await asyncio.sleep(0)
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert await totals(engine) == {"spent_usd": 2.0 if spends else 1.0, "reserved_usd": 0.0}
     await engine.aclose()

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from rhetor.budget import BudgetLedger, Reservation
 from rhetor.errors import BudgetExceededError
 from rhetor.storage import Storage
+from rhetor.storage.memory import MemoryLedger
 from rhetor.storage.records import BucketKey
 from rhetor.types import Usage
 
@@ -74,3 +75,24 @@ async def test_concurrent_settles_of_one_reservation_charge_once(storage: Storag
     assert sum(not s.already_settled for s in results) == 1
     totals = (await storage.ledger.totals([DAY]))[DAY]
     assert (totals.spent_nanos, totals.reserved_nanos) == (700_000_000, 0)
+
+
+async def test_a_caller_cancelled_while_settling_or_releasing_still_lands_unless_it_says_it_is_shielded() -> None:
+    """``settle`` and ``release`` run their storage operation where the caller's cancellation cannot stop it;
+    ``in_shield=True`` (a caller that already runs so) leaves that to the caller, so there it can be stopped."""
+    repo = MemoryLedger()
+    ledger = BudgetLedger(repo)
+    kept, released, dropped = [await ledger.reserve(SCOPES, AMOUNT, enforce=True, now=NOW) for _ in range(3)]
+    async with repo._lock:  # noqa: SLF001 - the operations wait for the ledger meanwhile
+        calls = [asyncio.ensure_future(ledger.settle(kept.id, 0.05, Usage(1, 2), now=NOW)),
+                 asyncio.ensure_future(ledger.release(released.id, now=NOW)),
+                 asyncio.ensure_future(ledger.settle(dropped.id, 0.05, Usage(1, 2), now=NOW, in_shield=True))]
+        await asyncio.sleep(0)
+        for call in calls:
+            call.cancel()
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)  # each caller saw its cancellation
+    for _ in range(10):
+        await asyncio.sleep(0)
+    states = {r.id: (await repo.get(r.id)).state for r in (kept, released, dropped)}  # type: ignore[union-attr]
+    assert states == {kept.id: "settled", released.id: "released", dropped.id: "reserved"}
