@@ -46,8 +46,8 @@ SLOPE_LIMIT = 2.0  # linear: the 10k→100k cost per extra message stays within 
 
 def prune_alone(n: int, repeat: int) -> float:
     """Median seconds to fit and rebuild an n-message history that fits whole."""
-    history = tuple(Turn("user" if i % 2 == 0 else "assistant", f"message {i}", 30, i + 1) for i in range(n))
-    conversation = Conversation("bench:1", (), history, (Turn("user", "now?", 5),))
+    history = tuple(Turn.of("user" if i % 2 == 0 else "assistant", f"message {i}", 30, i + 1) for i in range(n))
+    conversation = Conversation("bench:1", (), history, (Turn.of("user", "now?", 5),))
     budget = 30 * n
     times = []
     for _ in range(repeat):

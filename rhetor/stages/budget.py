@@ -77,12 +77,17 @@ class BudgetStage(Stage):
                   payloads: Payloads | None = None) -> dict[str, float]:
         """Model → the most one answer from it may cost for this request (its own payload when pruned)."""
         out = {}
+        counted: dict[tuple[int, str], int] = {}  # targets given the same payload (prune shares it) count it once
         for name in chain.models:
             model = self._models[name]
             if payloads is not None and name in payloads.by_model:
                 messages = payloads.by_model[name]
             output = min(options.max_tokens or model.max_output_tokens, model.max_output_tokens)
-            usage = Usage(input_tokens=self._tokenizers.count(messages, model.tokenizer), output_tokens=output)
+            key = (id(messages), model.tokenizer)
+            prompt = counted.get(key)
+            if prompt is None:
+                prompt = counted[key] = self._tokenizers.count(messages, model.tokenizer)
+            usage = Usage(input_tokens=prompt, output_tokens=output)
             out[name] = cost_of(usage, model.price) if model.price else 0.0
         return out
 

@@ -69,8 +69,8 @@ class ContextLoadStage(Stage, _NeedsStorage):
         self.config: ContextLoadConfig = config
 
     def _request_only(self, messages: Messages, context_id: str | None) -> Conversation:
-        system = tuple(Turn(m.role, m.content, _tokens(m.content)) for m in messages if m.role == "system")
-        new = tuple(Turn(m.role, m.content, _tokens(m.content)) for m in messages if m.role != "system")
+        system = tuple(Turn(m, _tokens(m.content)) for m in messages if m.role == "system")
+        new = tuple(Turn(m, _tokens(m.content)) for m in messages if m.role != "system")
         return Conversation(context_id, system, (), new)
 
     def explain(self, ctx: RunContext, inputs: Mapping[str, Any]) -> StageResult:
@@ -97,13 +97,14 @@ class ContextLoadStage(Stage, _NeedsStorage):
                                why=f"{options.context_id} not stored yet")
         summary = record.summary
         upto = summary.upto_seq if summary else 0
-        history = tuple(Turn(role, content, tokens, seq) for seq, role, content, tokens in record.messages)
+        history = record.messages  # Turns made by the storage, a long history's kept from request to request
         conversation = Conversation(options.context_id, base.system, history, base.new,
-                                    summary.text if summary else None, upto, summary.tokens if summary else 0)
+                                    summary.text if summary else None, upto, summary.tokens if summary else 0,
+                                    record.tokens)
         why = f"{len(history)} stored messages" + (f" after a summary of messages 1–{upto}" if summary else "")
         return StageResult({"conversation": conversation}, decision=f"loaded {options.context_id}", why=why,
                            details={"messages": len(history), "summary_upto": upto,
-                                    "tokens": sum(t.tokens for t in history) + conversation.summary_tokens})
+                                    "tokens": record.tokens + conversation.summary_tokens})
 
 
 class ContextSaveStage(Stage, _NeedsStorage):

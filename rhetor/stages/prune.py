@@ -42,8 +42,11 @@ class PruneConfig(StageConfig):
     requests fit without summarising again: the summary is reused until history outgrows the room."""
 
 
-def fit(history: tuple[Turn, ...], budget: int) -> int:
-    """Index of the oldest history message kept so that the kept suffix fits ``budget`` tokens."""
+def fit(history: tuple[Turn, ...], budget: int, total: int | None = None) -> int:
+    """Index of the oldest history message kept so that the kept suffix fits ``budget`` tokens. ``total``, the sum of
+    ``history``'s token counts when known (``Conversation.history_tokens``), spares the walk when it all fits."""
+    if total is not None and total <= budget:
+        return 0
     used = 0
     start = len(history)
     for i in range(len(history) - 1, -1, -1):
@@ -122,11 +125,11 @@ class PruneStage(Stage):
         if self.config.strategy == "keep_last":
             start = _last_turns(history, self.config.keep_last_turns)
         room = self._room(model, conv, options, conv.summary_tokens)
-        start = max(start, fit(history, room))
+        start = max(start, fit(history, room, conv.history_tokens))
         if start == 0 or self.config.strategy != "summarize":
             note = {"kept": len(history) - start, "dropped": start, "strategy": self.config.strategy}
             return _shared(built, conv, start), note, conv
-        start = max(start, fit(history, int(room * self.config.summary_headroom)))
+        start = max(start, fit(history, int(room * self.config.summary_headroom), conv.history_tokens))
         summary = made.get(start) or await self._summarize(conv, history[:start])
         if summary is None:
             note = {"kept": len(history) - start, "dropped": start, "strategy": "token_window",
@@ -146,7 +149,8 @@ class PruneStage(Stage):
         conv: Conversation = inputs["conversation"]
         by_model = {}
         for model in inputs["chain"].models:
-            start = fit(conv.history, self._room(model, conv, inputs["options"], conv.summary_tokens))
+            start = fit(conv.history, self._room(model, conv, inputs["options"], conv.summary_tokens),
+                        conv.history_tokens)
             by_model[model] = conv.messages(conv.history[start:])
         return StageResult({"payloads": Payloads(by_model)}, decision="would fit each target's window",
                            why=f"strategy {self.config.strategy}")

@@ -20,6 +20,7 @@ from rhetor.storage.content_records import (
     StoredMessageIn,
     TemplateRecord,
 )
+from rhetor.types import Turn
 
 __all__ = ["ContextRepository", "PromptRepository", "TemplateRepository"]
 
@@ -81,8 +82,9 @@ class ContextRepository(ABC):
         if record is None:
             return None
         upto = record.summary.upto_seq if record.summary else 0
-        return ContextHistory(record.component, record.last_activity, record.summary,
-                              tuple((m.seq, m.role, m.content, m.tokens) for m in record.messages if m.seq > upto))
+        turns = tuple(Turn.of(m.role, m.content, m.tokens, m.seq) for m in record.messages if m.seq > upto)
+        return ContextHistory(record.component, record.last_activity, record.summary, turns,
+                              sum(t.tokens for t in turns))
 
     @abstractmethod
     async def list(self, *, component: str | None = None, limit: int = 100, offset: int = 0) -> list[ContextInfo]:

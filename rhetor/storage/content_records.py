@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from rhetor.types import Turn
+
 __all__ = [
     "ContextHistory",
     "ContextInfo",
@@ -106,13 +108,16 @@ class ContextRecord:
 @dataclass(frozen=True, slots=True)
 class ContextHistory:
     """What a pipeline needs to continue a conversation (``ContextRepository.history``): its summary, if any, and
-    only the messages after it, each as a plain ``(seq, role, content, tokens)`` tuple in ``seq`` order (no
-    per-message record, no per-message timestamp: this is read on every request of a conversation)."""
+    only the messages after it, in ``seq`` order, as the ``Turn`` values the pipeline works with (no per-message
+    record, no per-message timestamp: this is read on every request of a conversation, and the SQL backends keep
+    the ``Turn`` values of a long history between requests, so continuing it makes only the new ones), and
+    ``tokens``, the sum of their token counts."""
 
     component: str | None
     last_activity: datetime
     summary: Summary | None
-    messages: tuple[tuple[int, str, str, int], ...]
+    messages: tuple[Turn, ...]
+    tokens: int
 
 
 @dataclass(frozen=True, slots=True)

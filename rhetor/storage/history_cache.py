@@ -20,10 +20,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-__all__ = ["CachedHistory", "HistoryCache"]
+from rhetor.types import Turn
 
-Row = tuple[int, str, str, int]
-"""(seq, role, content, tokens), as ``ContextHistory.messages``."""
+__all__ = ["CachedHistory", "HistoryCache"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,17 +31,21 @@ class CachedHistory:
     upto_seq: int
     """The summary's ``upto_seq`` (0 without a summary): ``messages`` are those after it."""
     last_seq: int
-    messages: tuple[Row, ...]
+    messages: tuple[Turn, ...]
+    """As ``ContextHistory.messages``: the ``Turn`` values are made once, when read, and shared by later reads."""
     chars: int
+    tokens: int
+    """The sum of ``messages``' token counts (``ContextHistory.tokens``)."""
 
     def usable_for(self, incarnation: str, upto_seq: int, last_seq: int) -> bool:
         """Whether a snapshot with these values extends this history (else it must be read whole)."""
         return bool(incarnation) and incarnation == self.incarnation and upto_seq >= self.upto_seq \
             and last_seq >= self.last_seq
 
-    def extended(self, upto_seq: int, new: tuple[Row, ...]) -> tuple[Row, ...]:
+    def extended(self, upto_seq: int, new: tuple[Turn, ...]) -> tuple[Turn, ...]:
         """The messages after ``upto_seq``: the cached ones a newer summary does not cover, then ``new``."""
-        kept = self.messages if upto_seq == self.upto_seq else tuple(m for m in self.messages if m[0] > upto_seq)
+        kept = self.messages if upto_seq == self.upto_seq else tuple(
+            m for m in self.messages if (m.seq or 0) > upto_seq)
         return kept + new if new else kept
 
 
@@ -60,26 +63,29 @@ class HistoryCache:
     def get(self, context_id: str) -> CachedHistory | None:
         return self._items.get(context_id)
 
-    def put(self, context_id: str, incarnation: str, upto_seq: int, last_seq: int, messages: tuple[Row, ...],
-            previous: CachedHistory | None = None) -> None:
-        """Keep a history read in one snapshot. ``previous`` is the entry it extended (its characters are counted
-        already, so only the new messages are measured)."""
+    def put(self, context_id: str, incarnation: str, upto_seq: int, last_seq: int, messages: tuple[Turn, ...],
+            previous: CachedHistory | None = None) -> CachedHistory:
+        """Keep a history read in one snapshot, and return it measured (characters and tokens) whether it was kept or
+        not. ``previous`` is the entry it extended: its messages are measured already, so only the new ones are."""
         self.drop(context_id)
-        if not incarnation or not self.min_messages <= len(messages) <= self.max_messages:
-            return
         if previous is not None and previous.messages and messages[:1] == previous.messages[:1]:
-            chars = previous.chars + sum(len(m[2]) for m in messages[len(previous.messages):])
+            new = messages[len(previous.messages):]
+            chars = previous.chars + sum(len(m.content) for m in new)
+            tokens = previous.tokens + sum(m.tokens for m in new)
         else:
-            chars = sum(len(m[2]) for m in messages)
-        if chars > self.max_chars:
-            return
-        self._items[context_id] = CachedHistory(incarnation, upto_seq, last_seq, messages, chars)
+            chars = sum(len(m.content) for m in messages)
+            tokens = sum(m.tokens for m in messages)
+        history = CachedHistory(incarnation, upto_seq, last_seq, messages, chars, tokens)
+        if not incarnation or not self.min_messages <= len(messages) <= self.max_messages or chars > self.max_chars:
+            return history
+        self._items[context_id] = history
         self._messages += len(messages)
         self._chars += chars
         while self._messages > self.max_messages or self._chars > self.max_chars:
             _, oldest = self._items.popitem(last=False)
             self._messages -= len(oldest.messages)
             self._chars -= oldest.chars
+        return history
 
     def drop(self, context_id: str) -> None:
         old = self._items.pop(context_id, None)

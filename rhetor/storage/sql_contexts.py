@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from itertools import starmap
 from typing import Any
 
 from rhetor.storage.content_base import ContextRepository
@@ -27,6 +28,7 @@ from rhetor.storage.content_records import (
 )
 from rhetor.storage.history_cache import HistoryCache
 from rhetor.storage.sql_content import ContentHost, ContentTx, now_or, run
+from rhetor.types import Turn
 
 __all__ = ["SqlContexts"]
 
@@ -53,7 +55,7 @@ _LIST_COMPONENT = _LIST.format(where="WHERE component = ?")
 _LOCK_CONTEXT = "SELECT last_seq FROM contexts WHERE id = ?{for_update}"
 _CONTEXT_ROW = "SELECT component, last_activity, last_seq, incarnation FROM contexts WHERE id = ?"
 _SUMMARY = "SELECT upto_seq, text, tokens, created_at FROM context_summaries WHERE context_id = ?"
-_HISTORY = "SELECT seq, role, content, tokens FROM context_messages WHERE context_id = ? AND seq > ? ORDER BY seq"
+_HISTORY = "SELECT role, content, tokens, seq FROM context_messages WHERE context_id = ? AND seq > ? ORDER BY seq"
 _PUT_SUMMARY = """
 INSERT INTO context_summaries (context_id, upto_seq, text, tokens, created_at) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (context_id) DO UPDATE SET upto_seq = excluded.upto_seq, text = excluded.text,
@@ -126,8 +128,8 @@ class SqlContexts(ContextRepository):
         )
 
     async def history(self, context_id: str) -> ContextHistory | None:
-        """Three reads in one snapshot, the messages as plain tuples (made on the storage's side). With the context's
-        history cached (``history_cache``), only the messages stored since are read."""
+        """Three reads in one snapshot, the messages as ``Turn`` values (made on the storage's side). With the context's
+        history cached (``history_cache``), only the messages stored since are read and made."""
         cached = self._cache.get(context_id)
 
         async def op(tx: ContentTx) -> tuple[Any, ...] | None:
@@ -140,7 +142,7 @@ class SqlContexts(ContextRepository):
             last_seq, incarnation = int(row["last_seq"]), row["incarnation"]
             base = cached if cached is not None and cached.usable_for(incarnation, upto, last_seq) else None
             after = upto if base is None else base.last_seq
-            rows = tuple(map(tuple, await tx.fetch(_HISTORY, (context_id, after)))) if last_seq > after else ()
+            rows = tuple(starmap(Turn.of, await tx.fetch(_HISTORY, (context_id, after)))) if last_seq > after else ()
             return row, summary, upto, last_seq, incarnation, base, rows
 
         found = await run(self._h, op, write=False)
@@ -149,9 +151,9 @@ class SqlContexts(ContextRepository):
             return None
         ctx, summary, upto, last_seq, incarnation, base, rows = found
         messages = rows if base is None else base.extended(upto, rows)
-        self._cache.put(context_id, incarnation, upto, last_seq, messages, base)
+        kept = self._cache.put(context_id, incarnation, upto, last_seq, messages, base)
         return ContextHistory(ctx["component"], self._d.parse_ts(ctx["last_activity"]), self._summary(summary),
-                              messages)
+                              messages, kept.tokens)
 
     def _summary(self, rows: Sequence[Mapping[str, Any]]) -> Summary | None:
         parse = self._d.parse_ts

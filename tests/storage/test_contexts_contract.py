@@ -10,6 +10,7 @@ import pytest
 
 from rhetor.storage import ContextHistory, ContextInfo, Storage, StoredMessage, StoredMessageIn, Summary
 from rhetor.storage.sql_ledger import SqlStorage
+from rhetor.types import Turn
 
 T0 = datetime(2026, 5, 4, 10, 30, 15, 123456, tzinfo=UTC)
 
@@ -148,30 +149,36 @@ async def test_summary_is_replaced_only_by_a_summary_of_as_many_messages_or_more
     assert ctx is not None and ctx.summary == Summary(6, "all six", 6, at(4)) and len(ctx.messages) == 6
 
 
-async def test_history_is_what_follows_the_summary_as_plain_tuples(storage: Storage) -> None:
-    """``history`` (read on every request of a conversation) says what ``load`` says, minus the summarised part."""
+async def test_history_is_what_follows_the_summary_as_turns(storage: Storage) -> None:
+    """``history`` (read on every request of a conversation) says what ``load`` says, minus the summarised part, as
+    the ``Turn`` values a pipeline works with, and the sum of their tokens."""
     repo = storage.contexts
     assert await repo.history("h:unknown") is None
     await repo.append("h:1", pair(1) + pair(2), component="chat", now=T0)
     await repo.append("h:1", [StoredMessageIn("user", "émoji 🎉\nline", 7)], now=at(5))
     whole = await repo.history("h:1")
     assert whole == ContextHistory("chat", at(5), None, (
-        (1, "user", "question 1", 3), (2, "assistant", "answer 1", 5), (3, "user", "question 2", 3),
-        (4, "assistant", "answer 2", 5), (5, "user", "émoji 🎉\nline", 7)))
-    assert all(type(m) is tuple for m in whole.messages)
+        Turn.of("user", "question 1", 3, 1), Turn.of("assistant", "answer 1", 5, 2),
+        Turn.of("user", "question 2", 3, 3), Turn.of("assistant", "answer 2", 5, 4),
+        Turn.of("user", "émoji 🎉\nline", 7, 5)), 23)
+    assert all(type(m) is Turn for m in whole.messages)
     assert await repo.put_summary("h:1", upto_seq=3, text="first three", tokens=2, now=at(6)) is True
     after = await repo.history("h:1")
-    assert after == ContextHistory("chat", at(5), Summary(3, "first three", 2, at(6)),
-                                   ((4, "assistant", "answer 2", 5), (5, "user", "émoji 🎉\nline", 7)))
+    assert after == ContextHistory("chat", at(5), Summary(3, "first three", 2, at(6)), (
+        Turn.of("assistant", "answer 2", 5, 4), Turn.of("user", "émoji 🎉\nline", 7, 5)), 12)
     ctx = await repo.load("h:1")
-    assert ctx is not None and [(m.seq, m.role, m.content, m.tokens) for m in ctx.messages][3:] == list(after.messages)
+    assert ctx is not None and [Turn.of(m.role, m.content, m.tokens, m.seq) for m in ctx.messages][3:] == list(
+        after.messages)
     assert await repo.put_summary("h:1", upto_seq=5, text="all", tokens=1, now=at(7)) is True
+    assert (await repo.history("h:1")).tokens == 0  # type: ignore[union-attr]
     assert (await repo.history("h:1")).messages == ()  # type: ignore[union-attr]
 
 
 def flat(history: ContextHistory | None) -> list[tuple[int, str]]:
     assert history is not None
-    return [(seq, content) for seq, _, content, _ in history.messages]
+    # The token total goes with the messages, on a first read and on a read that extends a kept history alike.
+    assert history.tokens == sum(m.tokens for m in history.messages)
+    return [(m.seq or 0, m.content) for m in history.messages]
 
 
 LONG = 16  # pairs: 32 messages, a history long enough for the SQL backends to keep it (``history_cache``)

@@ -4,10 +4,11 @@ recently read histories first, and never keeps a history it cannot trust (no inc
 from __future__ import annotations
 
 from rhetor.storage.history_cache import HistoryCache
+from rhetor.types import Turn
 
 
-def rows(first: int, n: int, text: str = "xx") -> tuple[tuple[int, str, str, int], ...]:
-    return tuple((seq, "user", text, 1) for seq in range(first, first + n))
+def rows(first: int, n: int, text: str = "xx", tokens: int = 1) -> tuple[Turn, ...]:
+    return tuple(Turn.of("user", text, tokens, seq) for seq in range(first, first + n))
 
 
 def test_least_recently_read_histories_go_first_when_messages_run_over() -> None:
@@ -23,14 +24,23 @@ def test_least_recently_read_histories_go_first_when_messages_run_over() -> None
 
 def test_characters_are_bounded_too_and_extending_counts_only_the_new_messages() -> None:
     cache = HistoryCache(min_messages=1, max_messages=1_000, max_chars=100)
-    cache.put("a", "i-a", 0, 2, rows(1, 2, "x" * 20))
+    put = cache.put("a", "i-a", 0, 2, rows(1, 2, "x" * 20, tokens=7))
     first = cache.get("a")
-    assert first is not None and first.chars == 40
-    cache.put("a", "i-a", 0, 3, first.extended(0, rows(3, 1, "y" * 30)), first)
+    assert first is put and first.chars == 40 and first.tokens == 14
+    grown_messages = first.extended(0, rows(3, 1, "y" * 30, tokens=9))
+    assert grown_messages[:2] == first.messages and grown_messages[0] is first.messages[0]  # the same Turns, shared
+    cache.put("a", "i-a", 0, 3, grown_messages, first)
     grown = cache.get("a")
-    assert grown is not None and grown.chars == 70 and grown.last_seq == 3
+    assert grown is not None and grown.chars == 70 and grown.tokens == 23 and grown.last_seq == 3
     cache.put("b", "i-b", 0, 1, rows(1, 1, "z" * 40))  # 110 characters in all: a goes
     assert cache.get("a") is None and cache.get("b") is not None
+
+
+def test_a_history_not_kept_is_still_measured() -> None:
+    """``put`` returns the history measured whether it keeps it or not: the storage reports its tokens either way."""
+    cache = HistoryCache(min_messages=3)
+    short = cache.put("s", "i-s", 0, 2, rows(1, 2, "abc", tokens=5))
+    assert cache.get("s") is None and (short.chars, short.tokens, short.last_seq) == (6, 10, 2)
 
 
 def test_a_newer_summary_drops_the_messages_it_covers() -> None:
@@ -40,9 +50,10 @@ def test_a_newer_summary_drops_the_messages_it_covers() -> None:
     assert entry is not None
     assert entry.usable_for("i-a", 2, 6) and not entry.usable_for("i-b", 2, 6) and not entry.usable_for("", 0, 4)
     assert not entry.usable_for("i-a", 0, 3)  # fewer messages than cached: not the history it extends
-    assert [m[0] for m in entry.extended(2, rows(5, 2))] == [3, 4, 5, 6]
+    assert [m.seq for m in entry.extended(2, rows(5, 2))] == [3, 4, 5, 6]
     cache.put("a", "i-a", 2, 6, entry.extended(2, rows(5, 2)), entry)
-    assert cache.get("a").chars == 8  # type: ignore[union-attr]  # recounted: the summary dropped two messages
+    # recounted: the summary dropped two messages
+    assert (cache.get("a").chars, cache.get("a").tokens) == (8, 4)  # type: ignore[union-attr]
 
 
 def test_histories_without_an_incarnation_or_beyond_the_bounds_are_not_kept() -> None:
