@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import time
 from dataclasses import dataclass
@@ -365,8 +366,10 @@ class Bench:
 
     def run_rows(self) -> None:
         """The same load on two gateways side by side: one on a database holding a warm-up's rows, one on a copy of
-        it grown to ``rows`` rows per table. Their windows alternate (fresh, seeded, seeded, fresh), so a drift of
-        the machine, or the disk still writing back the seeding, weighs on both alike."""
+        it grown to ``rows`` rows per table. Their windows alternate (fresh, seeded, seeded, fresh, twice), so a
+        drift of the machine, or the disk still writing back the seeding, weighs on both alike. Each pair of
+        neighbouring windows gives a ratio (seeded ÷ fresh), and the check reads the median of the four: a drift
+        between pairs cancels out, and one disturbed window moves one ratio, not the result."""
         res = self.results["rows"] = {"rows": self.plan.rows}
         fresh, seeded = self.run_dir / "data-rows-fresh", self.run_dir / "data-rows-seeded"
         self.gw = self.start_gateway(fresh, "rows-warm-up")
@@ -394,7 +397,7 @@ class Bench:
         try:
             for phase, data in (("fresh", fresh), ("seeded", seeded)):
                 gateways[phase] = (self.start_gateway(data, f"rows-{phase}"), self.gw_url)
-            for phase in ("fresh", "seeded", "seeded", "fresh"):
+            for phase in ("fresh", "seeded", "seeded", "fresh") * 2:
                 self.gw, self.gw_url = gateways[phase]
                 n = len(runs[phase]) + 1
                 row = self.json_run("rows", f"POST /message + context_id ({phase} database, run {n})",
@@ -405,15 +408,18 @@ class Bench:
             for gw, _ in gateways.values():
                 gw.stop()
         for phase, data in (("fresh", fresh), ("seeded", seeded)):
-            rs = runs[phase]  # the better window of each: noise only ever adds cost
-            res[phase] = {"rate": max(r["rate"] for r in rs), "gw_cpu_ms": min(r["gw_cpu_ms"] for r in rs),
-                          "p50_ms": min(r["p50_ms"] for r in rs),
+            rs = runs[phase]
+            res[phase] = {"rate": statistics.median(r["rate"] for r in rs),
+                          "gw_cpu_ms": statistics.median(r["gw_cpu_ms"] for r in rs),
+                          "p50_ms": statistics.median(r["p50_ms"] for r in rs),
                           "noisy": [r["foreign_client_core"] > 0.25 or r["foreign_gw_core"] > 0.25 for r in rs],
                           "db_files": sorted(str(p.relative_to(data)) for p in data.rglob("*") if p.is_file())}
-        a, b = res["fresh"], res["seeded"]
         res["status"] = "measured"
-        res["cpu_ratio"] = b["gw_cpu_ms"] / a["gw_cpu_ms"] if a["gw_cpu_ms"] else None
-        res["rate_ratio"] = b["rate"] / a["rate"] if a["rate"] else None
+        pairs = list(zip(runs["fresh"], runs["seeded"], strict=True))  # the i-th of each ran next to each other
+        res["cpu_ratios"] = [b["gw_cpu_ms"] / a["gw_cpu_ms"] for a, b in pairs if a["gw_cpu_ms"]]
+        res["rate_ratios"] = [b["rate"] / a["rate"] for a, b in pairs if a["rate"]]
+        res["cpu_ratio"] = statistics.median(res["cpu_ratios"]) if res["cpu_ratios"] else None
+        res["rate_ratio"] = statistics.median(res["rate_ratios"]) if res["rate_ratios"] else None
 
     # ------------------------------------------------------------------------------------------ main
 
