@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import starmap
 from typing import Any, Protocol, TypeVar
 
 from rhetor.storage.content_base import PromptRepository, TemplateRepository
@@ -24,6 +25,7 @@ from rhetor.storage.content_records import PromptRecord, TemplateRecord
 __all__ = ["ContentHost", "ContentTx", "Dialect", "SqlPrompts", "SqlTemplates", "run"]
 
 _R = TypeVar("_R")
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,11 @@ class ContentTx(ABC):
     @abstractmethod
     async def fetch(self, sql: str, params: Sequence[object] = ()) -> list[Mapping[str, Any]]:
         """The rows of a statement (a query, or a write with RETURNING)."""
+
+    async def fetch_each(self, sql: str, params: Sequence[object], make: Callable[..., _V]) -> tuple[_V, ...]:
+        """The rows of a query, each made into ``make(*row)`` (its columns in order). A backend that reads rows one
+        at a time (SQLite) makes each value as its row comes, so a long read never holds every row at once."""
+        return tuple(starmap(make, await self.fetch(sql, params)))
 
     @abstractmethod
     async def execute(self, sql: str, params: Sequence[object] = ()) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from itertools import starmap
 from typing import Any
 
 from rhetor.storage.content_base import ContextRepository
@@ -142,7 +141,7 @@ class SqlContexts(ContextRepository):
             last_seq, incarnation = int(row["last_seq"]), row["incarnation"]
             base = cached if cached is not None and cached.usable_for(incarnation, upto, last_seq) else None
             after = upto if base is None else base.last_seq
-            rows = tuple(starmap(Turn.of, await tx.fetch(_HISTORY, (context_id, after)))) if last_seq > after else ()
+            rows = await tx.fetch_each(_HISTORY, (context_id, after), Turn.of) if last_seq > after else ()
             return row, summary, upto, last_seq, incarnation, base, rows
 
         found = await run(self._h, op, write=False)
