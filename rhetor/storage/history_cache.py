@@ -65,15 +65,16 @@ class HistoryCache:
 
     def put(self, context_id: str, incarnation: str, upto_seq: int, last_seq: int, messages: tuple[Turn, ...],
             previous: CachedHistory | None = None) -> CachedHistory:
-        """Keep a history read in one snapshot, and return it measured (characters and tokens) whether it was kept or
-        not. ``previous`` is the entry it extended: its messages are measured already, so only the new ones are."""
+        """Keep a history read in one snapshot, and return it measured (tokens; characters too unless it has more
+        messages than the cache ever keeps) whether it was kept or not. ``previous`` is the entry it extended: its
+        messages are measured already, so only the new ones are."""
         self.drop(context_id)
         if previous is not None and previous.messages and messages[:1] == previous.messages[:1]:
             new = messages[len(previous.messages):]
             chars = previous.chars + sum(len(m.content) for m in new)
             tokens = previous.tokens + sum(m.tokens for m in new)
         else:
-            chars = sum(len(m.content) for m in messages)
+            chars = sum(len(m.content) for m in messages) if len(messages) <= self.max_messages else 0
             tokens = sum(m.tokens for m in messages)
         history = CachedHistory(incarnation, upto_seq, last_seq, messages, chars, tokens)
         if not incarnation or not self.min_messages <= len(messages) <= self.max_messages or chars > self.max_chars:
