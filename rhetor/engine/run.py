@@ -1,8 +1,8 @@
 """Running a compiled pipeline for one request, with a trace of every stage's decision.
 
-Stages run level by level (``CompiledPipeline.levels``); stages in one level do not depend on each
-other and run concurrently. Nothing here parses YAML or rebuilds a stage: per request the runner only
-passes values along the compiled wiring.
+Stages run level by level (``CompiledPipeline.levels``, as planned in ``CompiledPipeline.steps``); stages in
+one level do not depend on each other, and those of a level that wait run concurrently. Nothing here parses
+YAML or rebuilds a stage: per request the runner only passes values along the compiled wiring.
 """
 
 from __future__ import annotations
@@ -137,12 +137,12 @@ async def _execute(pipeline: CompiledPipeline, ctx: RunContext) -> RunResult:
     trace: list[StageTrace] = []
     t0 = time.perf_counter()
     try:
-        for level in pipeline.levels:
-            if len(level) == 1:
-                await _run_one(pipeline.stages[level[0]], ctx, values, trace, t0)
+        for step in pipeline.steps or pipeline.levels:
+            if len(step) == 1:
+                await _run_one(pipeline.stages[step[0]], ctx, values, trace, t0)
             else:
                 async with asyncio.TaskGroup() as group:
-                    for sid in level:
+                    for sid in step:
                         group.create_task(_run_one(pipeline.stages[sid], ctx, values, trace, t0))
     except RhetorError as exc:
         _attach_trace(exc, pipeline, trace)

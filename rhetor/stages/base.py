@@ -126,6 +126,10 @@ class Stage(abc.ABC):
     inputs: ClassVar[Mapping[str, type]] = {}
     outputs: ClassVar[Mapping[str, type]] = {}
     optional_inputs: ClassVar[frozenset[str]] = frozenset()
+    waits: ClassVar[bool] = True
+    """False when ``run`` never waits (no I/O, no provider, no storage: it returns without suspending). The
+    compiler then runs the stage inline rather than as a task beside the other stages of its level (see
+    ``CompiledPipeline.steps``); a stage that says False and then waits anyway only loses that concurrency."""
 
     def __init__(self, stage_id: str, config: StageConfig, build: BuildContext) -> None:
         self.id = stage_id

@@ -62,6 +62,7 @@ class RouteStage(Stage):
     inputs = {"options": RequestOptions, "messages": Messages}
     optional_inputs = frozenset({"messages"})
     outputs = {"chain": ModelChain, "explanation": RoutingExplanation}
+    waits = False  # a decision over the config and the request alone
 
     def __init__(self, stage_id: str, config: RouteConfig, build: BuildContext) -> None:
         super().__init__(stage_id, config, build)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from pathlib import Path
 
@@ -89,6 +90,48 @@ async def test_diamond_branches_overlap_in_time(build: BuildContext) -> None:
     assert times["left", "start"] < times["right", "end"]
     assert times["right", "start"] < times["left", "end"]
     assert [t.id for t in result.trace] == ["a", "left", "right", "join"]
+
+
+QUICK_BESIDE_SLOW = """
+    name: toy
+    stages:
+      - {id: a, type: source, inputs: {messages: request.messages}}
+      - {id: slow, type: step, inputs: {text: a.text}, with: {seconds: 0.01, suffix: "-S"}}
+      - {id: quick, type: quick, inputs: {text: a.text}, with: {suffix: "-Q"}}
+      - {id: join, type: join, inputs: {left: slow.text, right: quick.text}}
+    output: join.completion
+"""
+
+
+async def test_a_stage_that_never_waits_runs_inline_beside_one_that_waits(build: BuildContext) -> None:
+    compiled, diags = compile_text(QUICK_BESIDE_SLOW, build)
+    assert diags == []
+    assert compiled.levels == (("a",), ("slow", "quick"), ("join",))
+    # the level runs as two inline steps, the stage that never waits first: no task group for one waiting stage
+    assert compiled.steps == (("a",), ("quick",), ("slow",), ("join",))
+    ctx = RunContext(Request.from_text("go"))
+    result = await execute(compiled, ctx)
+    assert result.completion.text == "go-S|go-Q"
+    assert ctx.notes["tasks"]["quick"] is asyncio.current_task()  # ran in the request's own task
+    assert [t.id for t in result.trace] == ["a", "slow", "quick", "join"]  # the trace keeps the declared order
+
+
+async def test_stages_that_wait_still_run_as_concurrent_tasks(build: BuildContext) -> None:
+    compiled, diags = compile_text(DIAMOND, build)
+    assert diags == []
+    assert compiled.steps == (("a",), ("left", "right"), ("join",))
+
+
+async def test_the_default_pipeline_routes_inline() -> None:
+    from rhetor.engine.engine import build_engine
+
+    engine = build_engine(Path(__file__).resolve().parents[2], env={})
+    try:
+        steps = engine.pipelines["default"].steps
+    finally:
+        await engine.aclose()
+    assert steps[:2] == (("route",), ("system_prompt",))
+    assert all(len(step) == 1 for step in steps)
 
 
 async def test_fan_out_feeds_every_consumer(build: BuildContext) -> None:

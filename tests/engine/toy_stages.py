@@ -91,6 +91,20 @@ class Count(Stage):
         return StageResult({"number": Number(len(inputs["text"]))})
 
 
+class Quick(Stage):
+    """text → text with a suffix, never waiting (``waits = False``); records the task it ran in."""
+
+    type_name = "quick"
+    Config = SleepConfig
+    inputs = {"text": Text}
+    outputs = {"text": Text}
+    waits = False
+
+    async def run(self, ctx: RunContext, inputs: Mapping[str, Any]) -> StageResult:
+        ctx.notes.setdefault("tasks", {})[self.id] = asyncio.current_task()
+        return StageResult({"text": Text(inputs["text"] + self.config.suffix)}, decision=self.id)
+
+
 class Broken(Stage):
     """Returns an output it did not declare: the runner must refuse it."""
 
@@ -103,5 +117,5 @@ class Broken(Stage):
 
 
 TOY_REGISTRY: Mapping[str, type[Stage]] = {
-    cls.type_name: cls for cls in (Source, Step, Join, Finish, Count, Broken)
+    cls.type_name: cls for cls in (Source, Step, Join, Finish, Count, Quick, Broken)
 }
