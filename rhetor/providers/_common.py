@@ -44,7 +44,6 @@ __all__ = [
     "json_body",
     "kept_url",
     "looks_too_long",
-    "memo_prepare_url",
     "one_by_one",
     "parse_retry_after",
     "sdk_timeout",
@@ -141,21 +140,6 @@ def kept_url(holder: Any, url: Any, parse: Callable[[Any], Any]) -> Any:
     if isinstance(url, str) and str(parsed) == url:
         holder._rhetor_url = (url, parsed)
     return parsed
-
-
-def memo_prepare_url(sdk_client_cls: type) -> type:
-    """``sdk_client_cls`` (``AsyncOpenAI``, ``AsyncAnthropic``) keeping its ``_prepare_url`` of the endpoint
-    (``kept_url``): providers post to one absolute URL (``endpoint``), which the SDK parsed again on every request
-    with httpx2's pure-Python parser (3–5% of a request's CPU)."""
-
-    class MemoURL(sdk_client_cls):  # type: ignore[misc,valid-type]
-        _rhetor_url: tuple[str, Any] | None = None
-
-        def _prepare_url(self, url: str) -> Any:
-            return kept_url(self, url, super()._prepare_url)
-
-    MemoURL.__name__ = MemoURL.__qualname__ = sdk_client_cls.__name__
-    return MemoURL
 
 
 def count(value: Any) -> int:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from rhetor import errors
 from rhetor.config.models import ProviderSpec
-from rhetor.providers import _common, _sse
+from rhetor.providers import _common, _sdk_client, _sse
 from rhetor.providers._common import Boundary, Deadlines, StreamState
 from rhetor.providers.base import (
     Provider,
@@ -165,7 +165,7 @@ class AnthropicProvider(_common.SDKClient, Provider):
                 f"no API key: set {var}" if var else "no API key: configure api_key: env:ANTHROPIC_API_KEY")
         if self._unavailable is None:
             timeout = _common.sdk_timeout(spec.timeouts, _httpx2().Timeout)
-            self._client = _common.memo_prepare_url(_sdk().AsyncAnthropic)(
+            self._client = _sdk_client.lean_client(_sdk().AsyncAnthropic)(
                 api_key=key, base_url=spec.base_url, max_retries=spec.max_retries, timeout=timeout,
                 http_client=_http().client(_sdk(), timeout),
             )

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from rhetor import errors
 from rhetor.config.models import ProviderSpec
-from rhetor.providers import _common, _sse
+from rhetor.providers import _common, _sdk_client, _sse
 from rhetor.providers._common import Boundary, Deadlines, StreamState
 from rhetor.providers.base import (
     Provider,
@@ -159,7 +159,7 @@ class OpenAIProvider(_common.SDKClient, Provider):
             self._unavailable = self._unavailable or "no API key: configure api_key: env:OPENAI_API_KEY"
         if self._unavailable is None:
             timeout = _common.sdk_timeout(spec.timeouts, _httpx2().Timeout)
-            self._client = _common.memo_prepare_url(_sdk().AsyncOpenAI)(
+            self._client = _sdk_client.lean_client(_sdk().AsyncOpenAI)(
                 api_key=key or _NO_KEY_NEEDED, base_url=spec.base_url, max_retries=spec.max_retries, timeout=timeout,
                 http_client=_http().client(_sdk(), timeout),
             )

@@ -25,7 +25,7 @@ import openai
 import pytest
 
 from rhetor import errors
-from rhetor.providers import _common, _http
+from rhetor.providers import _common, _http, _sdk_client
 from rhetor.providers.anthropic import AnthropicProvider
 from rhetor.providers.base import Provider
 from rhetor.providers.openai import OpenAIProvider
@@ -446,7 +446,7 @@ async def test_the_endpoint_url_is_the_one_the_sdk_would_build(sdk: Any, path: s
     """Providers hand the SDK an absolute URL made once; it must be exactly the SDK's own join of base URL and path
     (the fakes check the path of every request; this also covers prefixes, missing slashes and escapes)."""
     client = sdk(api_key="k", base_url=base_url)
-    memo = _common.memo_prepare_url(sdk)(api_key="k", base_url=base_url)
+    memo = _sdk_client.lean_client(sdk)(api_key="k", base_url=base_url)
     try:
         url = _common.endpoint(client.base_url, path)
         assert url == str(client._prepare_url(path))  # noqa: SLF001 (the oracle)
@@ -511,6 +511,64 @@ async def test_sdk_post_hands_the_sdk_what_its_own_post_would(sdk: Any) -> None:
         assert post.options(b"3").params == {} and second.content == b"2"
     finally:
         await client.close()
+
+
+def _same_request(want: Any, got: Any, content: bytes) -> None:
+    """``got`` is the request the SDK built (``want``) in every field httpx2 and the transport read."""
+    assert got.__class__ is want.__class__ and sorted(vars(got)) == sorted(vars(want))
+    assert (got.method, str(got.url), got.headers.raw, got.extensions) == (
+        want.method, str(want.url), want.headers.raw, want.extensions)
+    assert got.content == want.content == content
+    assert got.stream.__class__ is want.stream.__class__ and list(got.stream) == list(want.stream)
+
+
+@pytest.mark.parametrize("sdk", [openai, anthropic], ids=["openai", "anthropic"])
+@pytest.mark.parametrize("base_url", ["http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1?api-version=2024-06-01"])
+async def test_a_kept_request_build_is_the_sdks_own_with_the_new_body(sdk: Any, base_url: str) -> None:
+    """The provider's client hands out a copy of its last request build, with the new body, when nothing else
+    changed; it must be what the stock SDK client builds for the same options, attempt and client state, and
+    share nothing mutable between requests."""
+    cls = sdk.AsyncOpenAI if sdk is openai else sdk.AsyncAnthropic
+    stock, lean = cls(api_key="k", base_url=base_url), _sdk_client.lean_client(cls)(api_key="k", base_url=base_url)
+    options = {**_common.unset_options(sdk), **({"security": {"bearer_auth": True}} if sdk is openai else {})}
+    path = "/chat/completions" if sdk is openai else "/v1/messages"
+    url = _common.endpoint(stock.base_url, path)
+    posts = (_common.SDKPost(sdk, stock, url, options), _common.SDKPost(sdk, lean, url, options))
+
+    def compare(content: bytes, retries: int = 0) -> Any:
+        want = stock._build_request(posts[0].options(content), retries_taken=retries)  # noqa: SLF001 (the oracle)
+        got = lean._build_request(posts[1].options(content), retries_taken=retries)  # noqa: SLF001
+        _same_request(want, got, content)
+        return got
+
+    try:
+        for retries in (0, 0, 1, 1, 0):
+            for content in (b'{"a": 1}', b'{"bb": "22"}', b"", b'{"a": 1}'):
+                compare(content, retries)
+        first, second = compare(b"1"), compare(b"22")
+        assert first.url is second.url  # the kept build was copied, not rebuilt
+        assert first.headers is not second.headers and first.extensions is not second.extensions
+        first.headers["x-changed"] = "1"  # a request changed in place changes no later request
+        first.extensions["timeout"]["read"] = 1.0
+        compare(b"333")
+        for change in (lambda c: setattr(c, "api_key", "k2"),  # what changes the headers or the timeout
+                       lambda c: c._custom_headers.update({"X-Extra": "1"}),  # noqa: SLF001
+                       lambda c: setattr(c, "timeout", 7.0),
+                       lambda c: c._client.headers.update({"X-Client": "2"})):  # noqa: SLF001
+            compare(b"0")  # the build kept is this attempt's: the change must be noticed
+            change(stock)
+            change(lean)
+            compare(b"4")
+            compare(b"55", 1)
+        for client in (stock, lean):  # with cookies, the SDK's own build (their header depends on the jar)
+            client._client.cookies.set("session", "s1", domain="127.0.0.1")  # noqa: SLF001
+        assert compare(b"6").headers.get("cookie") == "session=s1"
+        for client in (stock, lean):
+            client._client.cookies.set("session", "s2", domain="127.0.0.1")  # noqa: SLF001
+        assert compare(b"77").headers.get("cookie") == "session=s2"
+    finally:
+        await stock.close()
+        await lean.close()
 
 
 async def test_the_http_client_keeps_the_parse_of_the_absolute_url_it_is_handed() -> None:
