@@ -24,6 +24,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +39,42 @@ REPO = Path(__file__).resolve().parents[1]
 TEXT = "Write one sentence about benchmarks."
 
 
+def _scope(body: bytes) -> dict[str, Any]:
+    """The ASGI scope uvicorn would hand the app for ``POST /message`` with ``body``."""
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": "/message", "raw_path": b"/message", "query_string": b"", "root_path": "",
+            "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode())],
+            "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8300)}
+
+
+@contextlib.asynccontextmanager
+async def _started(app: Any) -> AsyncIterator[None]:
+    """The app between its lifespan's startup and shutdown, its access log off (``rhetor serve`` hands its lines
+    to a listener thread; here they would go to stderr)."""
+    lifespan: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    await lifespan.put({"type": "lifespan.startup"})
+
+    async def ignore(_: Any) -> None:
+        return None
+
+    life = asyncio.ensure_future(app({"type": "lifespan", "asgi": {"version": "3.0"}}, lifespan.get, ignore))
+    await asyncio.sleep(0.2)
+    logging.getLogger("rhetor.access").disabled = True
+    try:
+        yield
+    finally:
+        await lifespan.put({"type": "lifespan.shutdown"})
+        with contextlib.suppress(asyncio.CancelledError):
+            await life
+
+
 async def measure(n: int, rounds: int = 3) -> list[tuple[float, float]]:
     resources = Resources.from_env({"RHETOR_DATABASE_URL": "memory://"})
     engine = build_engine(REPO, env={}, resources=resources)
     app = create_app(engine)
     body = json.dumps({"message": TEXT, "streaming": False, "task_type": "chat", "component": "bench"}).encode()
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": "/message", "raw_path": b"/message", "query_string": b"", "root_path": "",
-             "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
-                         (b"content-length", str(len(body)).encode())],
-             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8300)}
+    scope = _scope(body)
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -64,17 +91,8 @@ async def measure(n: int, rounds: int = 3) -> list[tuple[float, float]]:
     async def via_engine() -> None:
         await engine.run(Request.from_text(TEXT, options))
 
-    lifespan: asyncio.Queue[dict[str, str]] = asyncio.Queue()
-    await lifespan.put({"type": "lifespan.startup"})
-
-    async def ignore(_: Any) -> None:
-        return None
-
-    life = asyncio.ensure_future(app({"type": "lifespan", "asgi": {"version": "3.0"}}, lifespan.get, ignore))
-    await asyncio.sleep(0.2)
-    logging.getLogger("rhetor.access").disabled = True
     out = []
-    try:
+    async with _started(app):
         for _ in range(rounds):
             cpu = []
             for call in (via_app, via_engine):
@@ -88,10 +106,6 @@ async def measure(n: int, rounds: int = 3) -> list[tuple[float, float]]:
                 if call is via_app and sent[0]["status"] != 200:
                     raise SystemExit(f"POST /message answered {sent[0]['status']}: {sent[1:2]}")
             out.append((cpu[0], cpu[1]))
-    finally:
-        await lifespan.put({"type": "lifespan.shutdown"})
-        with contextlib.suppress(asyncio.CancelledError):
-            await life
     return out
 
 
@@ -115,11 +129,7 @@ async def measure_full(concurrency: int, windows: int = 10, per_window: int = 10
         app = create_app(engine)
         task = {"task_type": os.environ["APP_COST_TASK"]} if os.environ.get("APP_COST_TASK") else {}
         body = json.dumps({"message": TEXT, "streaming": False, **task}).encode()
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                 "scheme": "http", "path": "/message", "raw_path": b"/message", "query_string": b"",
-                 "root_path": "", "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
-                                              (b"content-length", str(len(body)).encode())],
-                 "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8300)}
+        scope = _scope(body)
         statuses: list[int] = []
 
         async def receive() -> dict[str, Any]:
@@ -133,46 +143,35 @@ async def measure_full(concurrency: int, windows: int = 10, per_window: int = 10
             for _ in range(count):
                 await app(dict(scope), receive, send)
 
-        lifespan: asyncio.Queue[dict[str, str]] = asyncio.Queue()
-        await lifespan.put({"type": "lifespan.startup"})
-
-        async def ignore(_: Any) -> None:
-            return None
-
-        life = asyncio.ensure_future(app({"type": "lifespan", "asgi": {"version": "3.0"}}, lifespan.get, ignore))
-        await asyncio.sleep(0.2)
-        logging.getLogger("rhetor.access").disabled = True
-        logging.getLogger("httpx2").setLevel(logging.WARNING)  # as `rhetor serve` sets it
-        _tune_for_serving()  # the collector's settings of `rhetor serve`
         out = []
         try:
-            await asyncio.gather(*(loop(per_window // concurrency) for _ in range(concurrency)))  # warm-up
-            if os.environ.get("APP_COST_CALLGRIND"):  # run under valgrind --tool=callgrind --instr-atstart=no
-                return await _count_instructions(loop, concurrency, per_window, statuses)
-            if os.environ.get("APP_COST_PROFILE"):  # cProfile of 2,000 requests, sorted by that column
-                here = str(Path(__file__).resolve().parent)  # bench/profile.py would hide the stdlib's `profile`
-                sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != here]
-                import cProfile  # noqa: PLC0415
-                import pstats  # noqa: PLC0415
+            async with _started(app):
+                logging.getLogger("httpx2").setLevel(logging.WARNING)  # as `rhetor serve` sets it
+                _tune_for_serving()  # the collector's settings of `rhetor serve`
+                await asyncio.gather(*(loop(per_window // concurrency) for _ in range(concurrency)))  # warm-up
+                if os.environ.get("APP_COST_CALLGRIND"):  # run under valgrind --tool=callgrind --instr-atstart=no
+                    return await _count_instructions(loop, concurrency, per_window, statuses)
+                if os.environ.get("APP_COST_PROFILE"):  # cProfile of 2,000 requests, sorted by that column
+                    here = str(Path(__file__).resolve().parent)  # bench/profile.py would hide the stdlib's `profile`
+                    sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != here]
+                    import cProfile  # noqa: PLC0415
+                    import pstats  # noqa: PLC0415
 
-                profile = cProfile.Profile()
-                profile.runcall(lambda: None)
-                profile.enable()
-                await asyncio.gather(*(loop(2000 // concurrency) for _ in range(concurrency)))
-                profile.disable()
-                pstats.Stats(profile).sort_stats(os.environ["APP_COST_PROFILE"]).print_stats(80)
-                return [0.0]
-            for _ in range(windows):
-                statuses.clear()
-                start = time.process_time()
-                await asyncio.gather(*(loop(per_window // concurrency) for _ in range(concurrency)))
-                out.append((time.process_time() - start) / len(statuses) * 1e6)
-                if set(statuses) != {200}:
-                    raise SystemExit(f"POST /message answered {sorted(set(statuses))}")
+                    profile = cProfile.Profile()
+                    profile.runcall(lambda: None)
+                    profile.enable()
+                    await asyncio.gather(*(loop(2000 // concurrency) for _ in range(concurrency)))
+                    profile.disable()
+                    pstats.Stats(profile).sort_stats(os.environ["APP_COST_PROFILE"]).print_stats(80)
+                    return [0.0]
+                for _ in range(windows):
+                    statuses.clear()
+                    start = time.process_time()
+                    await asyncio.gather(*(loop(per_window // concurrency) for _ in range(concurrency)))
+                    out.append((time.process_time() - start) / len(statuses) * 1e6)
+                    if set(statuses) != {200}:
+                        raise SystemExit(f"POST /message answered {sorted(set(statuses))}")
         finally:
-            await lifespan.put({"type": "lifespan.shutdown"})
-            with contextlib.suppress(asyncio.CancelledError):
-                await life
             await resources.storage.close()
         return out
     finally:
