@@ -571,6 +571,29 @@ async def test_a_kept_request_build_is_the_sdks_own_with_the_new_body(sdk: Any, 
         await lean.close()
 
 
+@pytest.mark.parametrize("sdk", [openai, anthropic], ids=["openai", "anthropic"])
+async def test_the_idempotency_key_is_the_sdks_own_only_where_a_header_sends_it(sdk: Any) -> None:
+    """The SDK makes a ``uuid4`` key for every request, sent only in an idempotency header, which neither SDK sets:
+    the provider's client then hands out one fixed key. With a header, keys are the SDK's own, one per request,
+    and each goes out in its request's header (the kept build is not reused across keys)."""
+    cls = sdk.AsyncOpenAI if sdk is openai else sdk.AsyncAnthropic
+    lean = _sdk_client.lean_client(cls)(api_key="k", base_url="http://127.0.0.1:9")
+    options = {**_common.unset_options(sdk), **({"security": {"bearer_auth": True}} if sdk is openai else {})}
+    post = _common.SDKPost(sdk, lean, "http://127.0.0.1:9/v1/x", options)
+    try:
+        assert not lean._idempotency_header  # noqa: SLF001 (what the fixed key relies on)
+        assert lean._idempotency_key() == lean._idempotency_key()  # noqa: SLF001
+        lean._idempotency_header = "Idempotency-Key"  # noqa: SLF001
+        first, second = lean._idempotency_key(), lean._idempotency_key()  # noqa: SLF001
+        assert first != second and first.startswith("stainless-python-retry-")
+        for key in (first, second, first):
+            request_options = post.options(b'{"a": 1}')
+            request_options.idempotency_key = key
+            assert lean._build_request(request_options).headers["Idempotency-Key"] == key  # noqa: SLF001
+    finally:
+        await lean.close()
+
+
 async def test_the_http_client_keeps_the_parse_of_the_absolute_url_it_is_handed() -> None:
     """The OpenAI SDK hands httpx2 its prepared URL as a string; the client ``_http.client`` builds keeps its parse
     (and only an absolute one: a relative URL depends on the client's base URL)."""
