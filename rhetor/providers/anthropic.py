@@ -1,11 +1,11 @@
 """``kind: anthropic``: the Anthropic Messages API through the official SDK's ``AsyncAnthropic`` client.
 
-The client is made once per provider on the SDK's ``DefaultAsyncHttpxClient`` with Rhetor's HTTP/1.1 transport
-under it (``_http``). The SDK sends each request (auth, ``anthropic-version``, base URL, retries, status errors)
-with its generic ``post``: a message comes back as bytes (``cast_to=bytes``) decoded here with msgspec, stream events
-as decoded JSON, without pydantic models, and both are read with ``.get``. Stream events come through a subclass
-of the SDK's stream class that splits them with ``_sse`` and keeps the SDK's rules (pings skipped, ``event:
-error`` its status error).
+The client is made once per provider on the SDK's ``DefaultAsyncHttpxClient`` with Rhetor's HTTP/1.1 transport under
+it (``_http``). The SDK sends each request (auth, ``anthropic-version``, base URL, retries, status errors) with its
+generic ``post``: a message comes back as the bytes httpx2 read (``SDKPost.answer``), decoded here with msgspec,
+stream events as decoded JSON, without pydantic models, and both are read with ``.get``. Stream events come through
+a subclass of the SDK's stream class that splits them with ``_sse`` and keeps the SDK's rules (pings skipped,
+``event: error`` its status error).
 
 System messages go in the separate ``system`` parameter. ``temperature`` is not sent: the API version
 this SDK speaks (``anthropic-version: 2026-10-21``) has no sampling parameters and answers 400 to them.
@@ -194,7 +194,7 @@ class AnthropicProvider(_common.SDKClient, Provider):
         post = self._poster(b)
         with _map_errors(b):
             async with asyncio.timeout_at(deadlines.first_token):
-                message = _common.answer_json(await post(_common.json_body(self._params(request)), cast_to=bytes))
+                message = _common.answer_json(await post.answer(_common.json_body(self._params(request))))
             content = message.get("content") if isinstance(message, dict) else None
             if content is None:
                 raise _common.MalformedChunk("the answer has no content")

@@ -2,14 +2,13 @@
 
 Requests go through the official SDK's ``AsyncOpenAI`` client, made once per provider on the SDK's
 ``DefaultAsyncHttpxClient`` with Rhetor's HTTP/1.1 transport under it (``_http``). The SDK sends them (auth, base
-URL, retries, status errors) with its generic ``post`` and ``cast_to=bytes``: answers are decoded here with msgspec
-(``_common.answer_json``), without the typed method's params transform and pydantic models, and read with ``.get``;
-stream chunks come through a subclass of the SDK's stream class that splits the events with ``_sse`` and keeps
-the SDK's rules for them. ``max_tokens`` (not ``max_completion_tokens``) is sent so compatible servers (vLLM,
-llama.cpp, LM Studio...) accept it; streams ask for ``stream_options.include_usage`` so the final chunk carries
-the token counts.
-Cached prompt tokens (``prompt_tokens_details.cached_tokens``) are reported as cache reads and taken
-out of the input tokens.
+URL, retries, status errors) with its generic ``post`` and ``cast_to=httpx2.Response`` (``SDKPost.answer``): answers
+are decoded here with msgspec (``_common.answer_json``), without the typed method's params transform and pydantic
+models, and read with ``.get``; stream chunks come through a subclass of the SDK's stream class that splits the
+events with ``_sse`` and keeps the SDK's rules for them. ``max_tokens`` (not ``max_completion_tokens``) is sent so
+compatible servers (vLLM, llama.cpp, LM Studio...) accept it; streams ask for ``stream_options.include_usage`` so
+the final chunk carries the token counts. Cached prompt tokens (``prompt_tokens_details.cached_tokens``) are
+reported as cache reads and taken out of the input tokens.
 """
 
 from __future__ import annotations
@@ -188,7 +187,7 @@ class OpenAIProvider(_common.SDKClient, Provider):
         post = self._poster(b)
         with _map_errors(b):
             async with asyncio.timeout_at(deadlines.first_token):
-                response = _common.answer_json(await post(_common.json_body(self._params(request)), cast_to=bytes))
+                response = _common.answer_json(await post.answer(_common.json_body(self._params(request))))
             choices = response.get("choices") if isinstance(response, dict) else None
             if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
                 raise _common.MalformedChunk("the answer has no choices")

@@ -594,6 +594,34 @@ async def test_the_idempotency_key_is_the_sdks_own_only_where_a_header_sends_it(
         await lean.close()
 
 
+@pytest.mark.parametrize("sdk", [openai, anthropic], ids=["openai", "anthropic"])
+async def test_sdk_post_answer_asks_the_sdk_for_the_response_as_httpx2_read_it(sdk: Any) -> None:
+    """``SDKPost.answer`` asks the SDK's ``request`` for ``httpx2.Response`` (handed back unwrapped, after retries and
+    status errors) and returns its body; the SDK itself hands that cast back as the very response it received."""
+    import httpx2
+
+    client = (sdk.AsyncOpenAI if sdk is openai else sdk.AsyncAnthropic)(api_key="k", base_url="http://127.0.0.1:9")
+    options = {**_common.unset_options(sdk), **({"security": {"bearer_auth": True}} if sdk is openai else {})}
+    post = _common.SDKPost(sdk, client, "http://127.0.0.1:9/v1/x", options)
+    request = httpx2.Request("POST", "http://127.0.0.1:9/v1/x")
+    read = httpx2.Response(200, content=b'{"ok": true}', request=request)
+    try:
+        unwrapped = await client._process_response(  # noqa: SLF001 (what the SDK does with the cast)
+            cast_to=httpx2.Response, options=post.options(b"{}"), response=read, stream=False, stream_cls=None)
+        assert unwrapped is read
+        handed: list[tuple[Any, ...]] = []
+
+        async def capture(cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None) -> Any:
+            handed.append((cast_to, options.content, stream, stream_cls))
+            return read
+
+        client.request = capture
+        assert await post.answer(b'{"q": 1}') == b'{"ok": true}'
+        assert handed == [(httpx2.Response, b'{"q": 1}', False, None)]
+    finally:
+        await client.close()
+
+
 async def test_the_http_client_keeps_the_parse_of_the_absolute_url_it_is_handed() -> None:
     """The OpenAI SDK hands httpx2 its prepared URL as a string; the client ``_http.client`` builds keeps its parse
     (and only an absolute one: a relative URL depends on the client's base URL)."""
