@@ -17,8 +17,10 @@ body, again and again.
 The inputs are everything the SDKs' ``_build_request`` reads: the request options but the body (and the
 idempotency key while no idempotency header is sent), the attempt number, the client's default and auth headers
 and query, its timeout, and the httpx2 client's headers and base URL. A request is built the SDK's way whenever
-the httpx2 client holds cookies (their header depends on the cookie jar, the URL and the time) or the body is not
-bytes, or empty (httpx2 then puts its ``Content-Length: 0`` first, not last). ``tests/providers/test_transport.py``
+the body is not bytes, or empty (httpx2 then puts its ``Content-Length: 0`` first, not last). A build is kept only
+while the httpx2 client holds no cookies; once it does (OpenAI's API sets some on its first answers), each copy gets
+the jar's ``Cookie`` header made anew, as httpx2 makes it for every request (it depends on the jar, the URL and the
+time), in the place httpx2 gives it. ``tests/providers/test_transport.py``
 compares the copies with the SDK's own builds, field by field, and changes each input in turn.
 """
 
@@ -53,15 +55,19 @@ def lean_client(sdk_client_cls: type) -> type:
 
         def _build_request(self, options: Any, *, retries_taken: int = 0) -> Any:
             content = options.content
-            if content.__class__ is not bytes or not content or self._client.cookies.jar:
+            if content.__class__ is not bytes or not content:
                 return super()._build_request(options, retries_taken=retries_taken)
             inputs = _inputs(self, options, retries_taken)
             kept = self._rhetor_request
+            cookies = self._client.cookies
             if kept is not None and kept[0] == inputs:
-                return _with_body(kept[1], kept[2], content)
+                request = _with_body(kept[1], kept[2], content)
+                if cookies:
+                    _add_cookies(cookies, request, kept[2])
+                return request
             request = super()._build_request(options, retries_taken=retries_taken)
             at = next((i for i, (_, lower, _v) in enumerate(request.headers._list) if lower == _LENGTH), None)
-            if at is not None and request.content == content:
+            if at is not None and request.content == content and not cookies:
                 self._rhetor_request = (inputs, _with_body(request, at, content), at)
             return request
 
@@ -89,6 +95,19 @@ def _comparable(headers: dict[str, Any]) -> list[tuple[str, Any]]:
     """Headers as pairs that compare by value: the SDKs' ``Omit()`` markers (a header left out, a fresh object
     each time, equal only to itself) become their class."""
     return [(name, value if value.__class__ is str else value.__class__) for name, value in headers.items()]
+
+
+def _add_cookies(cookies: Any, request: Any, at: int) -> None:
+    """The cookie jar's header on a copied request, made as httpx2 makes it for every request (it depends on the
+    jar, the URL and the time) and put where httpx2 puts it: after the SDK's and the client's headers, before
+    ``Content-Length`` (at ``at``)."""
+    listed = request.headers._list
+    size = len(listed)
+    cookies.set_cookie_header(request)
+    added = listed[size:]
+    if added:
+        del listed[size:]
+        listed[at:at] = added
 
 
 def _with_body(template: Any, at: int, content: bytes) -> Any:

@@ -560,11 +560,15 @@ async def test_a_kept_request_build_is_the_sdks_own_with_the_new_body(sdk: Any, 
             change(lean)
             compare(b"4")
             compare(b"55", 1)
-        for client in (stock, lean):  # with cookies, the SDK's own build (their header depends on the jar)
+        kept = compare(b"0")  # the build kept is this attempt's, made with no cookies
+        for client in (stock, lean):  # with cookies, the jar's header on each copy (it depends on the jar)
             client._client.cookies.set("session", "s1", domain="127.0.0.1")  # noqa: SLF001
         assert compare(b"6").headers.get("cookie") == "session=s1"
+        assert compare(b"6").url is kept.url  # a copy of the kept build, with the jar's header
+        compare(b"8", 1)  # built with cookies: not kept (its Cookie header would go stale)
         for client in (stock, lean):
             client._client.cookies.set("session", "s2", domain="127.0.0.1")  # noqa: SLF001
+        assert compare(b"99", 1).headers.get("cookie") == "session=s2"  # the attempt built with s1 was not kept
         assert compare(b"77").headers.get("cookie") == "session=s2"
     finally:
         await stock.close()
