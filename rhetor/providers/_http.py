@@ -42,6 +42,7 @@ from typing import Any
 import httptools
 import httpx2
 
+from rhetor.providers import _send
 from rhetor.providers._common import kept_url
 
 __all__ = ["Transport", "client"]
@@ -457,6 +458,15 @@ def client(sdk: Any, timeout: Any) -> Any:
             merged = super()._merge_headers(headers)
             self._rhetor_headers = (list(given), list(ours), merged.copy())
             return merged
+
+        async def send(self, request: httpx2.Request, *, stream: bool = False, auth: Any = httpx2.USE_CLIENT_DEFAULT,
+                       follow_redirects: Any = httpx2.USE_CLIENT_DEFAULT) -> httpx2.Response:
+            """httpx2's ``send`` without the layers that do nothing for the SDK's requests (``_send``)."""
+            if _send.stock_only(self, request, auth):
+                response: httpx2.Response = await super().send(request, stream=stream, auth=auth,
+                                                               follow_redirects=follow_redirects)
+                return response
+            return await _send.send(self, request, stream=stream, follow_redirects=follow_redirects)
 
         def _init_transport(self, *, verify: Any = True, cert: Any = None, trust_env: bool = True,
                             limits: httpx2.Limits, **_: Any) -> Any:
