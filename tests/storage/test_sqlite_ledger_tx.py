@@ -153,11 +153,15 @@ def test_drive_refuses_a_coroutine_that_suspends() -> None:
     datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
     datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
     datetime(2026, 6, 1, 1, 30, 0, 5, tzinfo=timezone(timedelta(hours=2))),
+    datetime(2027, 1, 1, 0, 59, 0, 120, tzinfo=timezone(timedelta(hours=1, minutes=30))),  # back across a year
+    datetime(2026, 3, 4, 5, 6, 7, 890, tzinfo=timezone(timedelta(0))),  # UTC, but not the ``UTC`` object
+    datetime(1999, 9, 9, 9, 9, 9, 0, tzinfo=UTC),
 ])
 def test_sqlite_time_text_is_fixed_width_utc_and_round_trips(at: datetime) -> None:
     """The fast isoformat/fromisoformat pair writes exactly the ``_SQLITE_TIME`` text (text order = time order)."""
     text = _rows.to_sqlite_time(at)
     assert text == at.astimezone(UTC).strftime(_rows._SQLITE_TIME)  # noqa: SLF001
     assert len(text) == len("2026-01-02T03:04:05.000000Z")
+    assert text == at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
     back = _rows.from_sqlite_time(text)
     assert back == at and back.tzinfo == UTC
