@@ -126,7 +126,7 @@ async def execute(pipeline: CompiledPipeline, ctx: RunContext) -> RunResult:
         return await _execute(pipeline, ctx)
     finally:
         if ctx.finalizers:
-            await asyncio.shield(asyncio.ensure_future(_finalize(ctx)))
+            await asyncio.shield(asyncio.get_running_loop().create_task(_finalize(ctx)))
 
 
 async def _execute(pipeline: CompiledPipeline, ctx: RunContext) -> RunResult:

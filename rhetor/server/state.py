@@ -51,5 +51,7 @@ class ServerState:
 
 
 def server_state(state: State) -> ServerState:
-    rhetor_state: ServerState = state.rhetor
+    """The app's ``ServerState``, read as ``state["rhetor"]``: ``state.rhetor`` reaches it only through Litestar's
+    ``__getattr__``, after an ``AttributeError`` made and dropped on every request."""
+    rhetor_state: ServerState = state["rhetor"]
     return rhetor_state
