@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from litestar.testing import AsyncTestClient
 
+from rhetor.server import observe
 from tests.server.conftest import sse_events
 
 
@@ -39,6 +41,21 @@ async def test_message_returns_the_consistent_format(client: AsyncTestClient) ->
     assert "unknown task type 'chat'" in body["routing_explanation"]["summary"]
     assert [t["id"] for t in body["trace"]] == ["route", "generate"]
     assert r.headers["x-request-id"] == body["request_id"]
+    assigned = uuid.UUID(hex=body["request_id"])  # a random UUID4, written as 32 hex digits
+    assert (assigned.version, assigned.variant, assigned.hex) == (4, uuid.RFC_4122, body["request_id"])
+
+
+def test_assigned_request_ids_are_uuid4_hex_and_unique() -> None:
+    ids = [observe.new_request_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    for made in ids[:2000]:
+        parsed = uuid.UUID(hex=made)
+        assert (parsed.version, parsed.variant, parsed.hex) == (4, uuid.RFC_4122, made)
+    # every bit but the six fixed ones varies
+    varying = 0
+    for made in ids:
+        varying |= int(made, 16) ^ int(ids[0], 16)
+    assert bin(varying).count("1") == 122
 
 
 async def test_stream_sends_chunks_then_done_with_the_whole_message(client: AsyncTestClient) -> None:
