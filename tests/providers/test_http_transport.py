@@ -34,6 +34,7 @@ from tests.fakes.harness import free_port
 pytestmark = pytest.mark.asyncio
 
 Script = Callable[["Conn"], Awaitable[None]]
+Request = tuple[bytes, dict[bytes, bytes], bytes]  # a request's line, headers (lower-cased names) and body
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}"
 
 
@@ -45,7 +46,7 @@ class Conn:
     writer: asyncio.StreamWriter
     index: int  # the how-manieth connection the server accepted (0-based)
 
-    async def request(self) -> tuple[bytes, dict[bytes, bytes], bytes] | None:
+    async def request(self) -> Request | None:
         """The next request's line, headers (lower-cased names) and body (by length or chunked); None at EOF."""
         try:
             head = await self.reader.readuntil(b"\r\n\r\n")
@@ -126,6 +127,31 @@ def serve_each(answer: bytes, *, record: list[bytes] | None = None) -> Script:
                 record.append(req[2])
             await conn.send(answer)
     return script
+
+
+def serve_recording(seen: list[Request]) -> Script:
+    """A script answering every request on a connection with ``OK``, keeping each request in ``seen``."""
+    async def script(conn: Conn) -> None:
+        while (req := await conn.request()) is not None:
+            seen.append(req)
+            await conn.send(OK)
+    return script
+
+
+def answer_then(answer: bytes, how: str) -> Script:
+    """A script sending ``answer`` to the first request, then, 20 ms later, resetting the connection (``reset``),
+    closing it (``close``) or waiting for the client to close it (``wait``)."""
+    async def broken(conn: Conn) -> None:
+        await conn.request()
+        await conn.send(answer)
+        await asyncio.sleep(0.02)
+        if how == "reset":
+            conn.reset()
+        elif how == "close":
+            conn.writer.close()
+        else:
+            await conn.reader.read()
+    return broken
 
 
 def client(**limits: float | None) -> httpx2.AsyncClient:
@@ -422,18 +448,7 @@ async def test_a_stalled_body_is_a_read_timeout() -> None:
         "length-and-chunked"])
 async def test_a_broken_answer_is_the_httpx2_error_the_sdks_map(answer: bytes, how: str, error: type[Exception],
                                                                 message: str) -> None:
-    async def broken(conn: Conn) -> None:
-        await conn.request()
-        await conn.send(answer)
-        await asyncio.sleep(0.02)
-        if how == "reset":
-            conn.reset()
-        elif how == "close":
-            conn.writer.close()
-        else:
-            await conn.reader.read()
-
-    async with Server(broken) as server:
+    async with Server(answer_then(answer, how)) as server:
         async with client() as http:
             with pytest.raises(error, match=message):
                 await http.post(server.url, content=b"x")
@@ -496,14 +511,8 @@ async def test_a_tls_handshake_that_never_completes_is_a_connect_timeout() -> No
 @pytest.mark.parametrize("sdk", [openai, anthropic], ids=["openai", "anthropic"])
 async def test_the_sdk_client_uses_this_transport_and_honours_the_environments_proxy(
         sdk: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    lines: list[bytes] = []
-
-    async def proxy(conn: Conn) -> None:
-        while (req := await conn.request()) is not None:
-            lines.append(req[0])
-            await conn.send(OK)
-
-    async with Server(proxy) as server:
+    seen: list[Request] = []
+    async with Server(serve_recording(seen)) as server:
         direct = _http.client(sdk, httpx2.Timeout(2.0))
         assert isinstance(direct._transport, _http.Transport)
         monkeypatch.setenv("HTTP_PROXY", server.url)
@@ -513,7 +522,7 @@ async def test_the_sdk_client_uses_this_transport_and_honours_the_environments_p
             assert isinstance(proxied._transport, _http.Transport)
             answer = await proxied.post("http://api.example.invalid/v1/chat/completions", content=b"{}")
             assert answer.json() == {"ok": True}
-            assert lines == [b"POST http://api.example.invalid/v1/chat/completions HTTP/1.1"]  # sent to the proxy
+            assert [r[0] for r in seen] == [b"POST http://api.example.invalid/v1/chat/completions HTTP/1.1"]  # proxy
             assert proxied._transport_for_url(httpx2.URL("http://localhost:1/")) is proxied._transport
         finally:
             await proxied.aclose()

@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from rhetor.providers import _http, _sdk_client
-from tests.providers.test_http_transport import OK, Conn, Server
+from tests.providers.test_http_transport import Request, Server, serve_recording
 
 SDK = openai.AsyncOpenAI
 
@@ -68,14 +68,8 @@ async def test_prepared_options_and_requests_are_the_sdks_own() -> None:
 
 @pytest.mark.asyncio
 async def test_a_request_goes_out_through_the_replaced_send_with_the_sdks_auth() -> None:
-    seen: list[dict[bytes, bytes]] = []
-
-    async def record(conn: Conn) -> None:
-        while (req := await conn.request()) is not None:
-            seen.append(req[1])
-            await conn.send(OK)
-
-    async with Server(record) as server:
+    seen: list[Request] = []
+    async with Server(serve_recording(seen)) as server:
         timeout = httpx2.Timeout(2.0)
         client = _sdk_client.lean_client(SDK)(api_key="sk-test", base_url=server.url + "/v1", timeout=timeout,
                                                http_client=_http.client(openai, timeout), max_retries=0)
@@ -86,7 +80,7 @@ async def test_a_request_goes_out_through_the_replaced_send_with_the_sdks_auth()
         finally:
             await client.close()
     assert response.json() == {"ok": True}
-    assert seen[0][b"authorization"] == b"Bearer sk-test"
+    assert seen[0][1][b"authorization"] == b"Bearer sk-test"
 
 
 def _copy_of_sdk(**changed: Any) -> type:

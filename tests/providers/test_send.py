@@ -24,7 +24,7 @@ import pytest
 
 from rhetor.providers import _http
 from tests.fakes.harness import free_port
-from tests.providers.test_http_transport import OK, Conn, Server, serve_each
+from tests.providers.test_http_transport import OK, Conn, Request, Server, answer_then, serve_each, serve_recording
 
 pytestmark = pytest.mark.asyncio
 
@@ -216,31 +216,17 @@ async def failure(sdk: Any, script: Callable[[Conn], Any] | None) -> dict[str, A
     return out
 
 
-def _sends(data: bytes, then: str) -> Callable[[Conn], Any]:
-    async def script(conn: Conn) -> None:
-        await conn.request()
-        await conn.send(data)
-        await asyncio.sleep(0.02)
-        if then == "reset":
-            conn.reset()
-        elif then == "close":
-            conn.writer.close()
-        else:
-            await asyncio.sleep(2)
-    return script
-
-
 PARTIAL = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"
 
 
 @SDKS
 @pytest.mark.parametrize(("script", "error"), [
     (None, httpx2.ConnectError),
-    (_sends(b"", "close"), httpx2.RemoteProtocolError),
-    (_sends(PARTIAL, "close"), httpx2.RemoteProtocolError),
-    (_sends(PARTIAL, "reset"), httpx2.ReadError),
-    (_sends(PARTIAL, "stall"), httpx2.ReadTimeout),
-    (_sends(b"HTTP/1.1 2x0 OK\r\n\r\n", "stall"), httpx2.RemoteProtocolError),
+    (answer_then(b"", "close"), httpx2.RemoteProtocolError),
+    (answer_then(PARTIAL, "close"), httpx2.RemoteProtocolError),
+    (answer_then(PARTIAL, "reset"), httpx2.ReadError),
+    (answer_then(PARTIAL, "wait"), httpx2.ReadTimeout),
+    (answer_then(b"HTTP/1.1 2x0 OK\r\n\r\n", "wait"), httpx2.RemoteProtocolError),
 ], ids=["refused", "closed-before-head", "closed-mid-body", "reset-mid-body", "stalled-body", "not-http"])
 async def test_an_error_is_the_one_httpx2_raises_naming_the_request(sdk: Any, script: Any, error: type) -> None:
     seen = await failure(sdk, script)
@@ -284,18 +270,13 @@ async def test_the_sdks_plain_requests_skip_httpx2s_layers(sdk: Any, stock_layer
 @pytest.mark.parametrize("setting", ["client-auth", "call-auth", "credentials-in-url", "request-hook",
                                      "response-hook"])
 async def test_auth_hooks_and_credentials_go_the_stock_way(sdk: Any, setting: str, stock_layers: list[str]) -> None:
-    seen: list[dict[bytes, bytes]] = []
+    seen: list[Request] = []
     hooked: list[str] = []
-
-    async def record(conn: Conn) -> None:
-        while (req := await conn.request()) is not None:
-            seen.append(req[1])
-            await conn.send(OK)
 
     async def hook(_: Any) -> None:
         hooked.append(setting)
 
-    async with Server(record) as server:
+    async with Server(serve_recording(seen)) as server:
         client = _http.client(sdk, httpx2.Timeout(2.0))
         url, send = server.url + "/v1/x", {}
         if setting == "client-auth":
@@ -315,27 +296,21 @@ async def test_auth_hooks_and_credentials_go_the_stock_way(sdk: Any, setting: st
     if setting.endswith("hook"):
         assert hooked == [setting]
     else:
-        assert seen[0][b"authorization"] == b"Basic dXNlcjpwYXNz"
+        assert seen[0][1][b"authorization"] == b"Basic dXNlcjpwYXNz"
 
 
 @SDKS
 async def test_a_proxied_client_goes_the_stock_way(sdk: Any, stock_layers: list[str],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    lines: list[bytes] = []
-
-    async def proxy(conn: Conn) -> None:
-        while (req := await conn.request()) is not None:
-            lines.append(req[0])
-            await conn.send(OK)
-
-    async with Server(proxy) as server:
+    seen: list[Request] = []
+    async with Server(serve_recording(seen)) as server:
         monkeypatch.setenv("HTTP_PROXY", server.url)
         client = _http.client(sdk, httpx2.Timeout(2.0))
         try:
             assert (await client.post("http://api.example.invalid/v1/x", content=b"{}")).json() == {"ok": True}
         finally:
             await client.aclose()
-    assert lines == [b"POST http://api.example.invalid/v1/x HTTP/1.1"]
+    assert [r[0] for r in seen] == [b"POST http://api.example.invalid/v1/x HTTP/1.1"]
     assert stock_layers == ["http://api.example.invalid/v1/x"]
 
 
