@@ -27,6 +27,7 @@ compares the copies with the SDK's own builds, field by field, and changes each 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -114,6 +115,8 @@ def _auth_shortcuts(cls: type) -> dict[str, Any]:
         if next((c for c in cls.__mro__ if member in vars(c)), None) is not owner:  # a subclass made its own: leave all
             return {}
         own = vars(owner).get(member)
+        if not _same_kind(own, kind, bool(setter), getattr(auth, target, None)):
+            return {}
         code = [own.fget, own.fset] if isinstance(own, property) else [own]
         wanted = [(target, with_owner), (setter, False)] if setter else [(target, with_owner)]
         if len(code) < len(wanted) or not all(
@@ -131,6 +134,14 @@ def _auth_shortcuts(cls: type) -> dict[str, Any]:
         else:
             out[member] = call
     return out
+
+
+def _same_kind(own: Any, kind: str, setter: bool, target: Any) -> bool:
+    """Whether the SDK's member is what its replacement will be: a property with a setter exactly when one is
+    replaced, no deleter; or a method, async exactly when its target is."""
+    if isinstance(own, property):
+        return kind == "property" and (own.fset is not None) == setter and own.fdel is None
+    return kind != "property" and inspect.iscoroutinefunction(own) == inspect.iscoroutinefunction(target)
 
 
 def _owned(call: Callable[..., Any], owner: type) -> Callable[[Any], Any]:

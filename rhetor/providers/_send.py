@@ -92,11 +92,10 @@ async def _read(response: httpx2.Response, request: httpx2.Request) -> None:
     parts = []
     try:
         async for part in response.stream._stream:  # type: ignore[attr-defined] # the BoundAsyncStream's
+            response._num_bytes_downloaded += len(part)
             parts.append(part)
     except httpx2.RequestError as exc:
         exc.request = request
         raise
-    content = parts[0] if len(parts) == 1 else b"".join(parts)
-    response._num_bytes_downloaded = len(content)
-    response._content = content
+    response._content = parts[0] if len(parts) == 1 else b"".join(parts)
     await response.aclose()

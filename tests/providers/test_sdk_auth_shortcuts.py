@@ -97,18 +97,43 @@ async def _prepare_request_doing_more(self: Any, request: Any) -> None:
     return await async_prepare_request(self, request)
 
 
+def _in_openai(source: str) -> Any:
+    """A function compiled as if written in ``openai._client`` (its relative import names what the SDK's do)."""
+    namespace: dict[str, Any] = {"__name__": "openai._client", "__package__": "openai"}
+    exec(compile(source, "<openai._client>", "exec"), namespace)  # noqa: S102 - a fixed test source
+    return next(v for k, v in namespace.items() if not k.startswith("__"))
+
+
+_sync_send_request = _in_openai(  # what the SDK's _send_request does, but not async
+    "def _send_request(self, request, *, stream, **kwargs):\n"
+    "    from .lib._client_auth import async_send_request\n"
+    "    return async_send_request(self, request, stream=stream, **kwargs)\n")
+
+
 def test_an_sdk_whose_members_only_delegate_gets_the_shortcuts() -> None:
+    assert _sync_send_request.__code__.co_names == vars(SDK)["_send_request"].__code__.co_names
     assert sorted(_sdk_client._auth_shortcuts(_copy_of_sdk())) == sorted(_sdk_client._DELEGATED)
 
 
-@pytest.mark.parametrize("changed", ["more-work", "plain-function", "missing-target"])
+def _setter(self: Any, value: Any) -> None:
+    self._custom = value
+
+
+@pytest.mark.parametrize("changed", ["more-work", "plain-function", "missing-target", "setter-added",
+                                     "made-a-method", "made-sync"])
 def test_a_member_doing_anything_else_leaves_every_member_to_the_sdk(changed: str) -> None:
     if changed == "more-work":
         cls = _copy_of_sdk(_prepare_request=_prepare_request_doing_more)
     elif changed == "plain-function":
         cls = _copy_of_sdk(_bearer_auth=property(lambda self: {"Authorization": f"Bearer {self.api_key}"}))
-    else:
+    elif changed == "missing-target":
         cls = _copy_of_sdk(custom_auth=property(lambda self: None))
+    elif changed == "setter-added":
+        cls = _copy_of_sdk(_bearer_auth=property(SDK._bearer_auth.fget, _setter))
+    elif changed == "made-a-method":
+        cls = _copy_of_sdk(_bearer_auth=SDK._bearer_auth.fget)
+    else:
+        cls = _copy_of_sdk(_send_request=_sync_send_request)
     assert _sdk_client._auth_shortcuts(cls) == {}
     made = _sdk_client.lean_client(cls)
     assert all(member not in vars(made) for member in _sdk_client._DELEGATED)
