@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import time
+from bisect import bisect_left
 from collections import defaultdict
 from functools import partial
+from itertools import accumulate
 from typing import Any
 
 from litestar.enums import ScopeType
@@ -56,6 +59,15 @@ def request_id_of(scope: Scope) -> str:
     return str(state["request_id"])
 
 
+def _number(value: float) -> str:
+    """A sample value as Prometheus reads it, exactly: a whole number in full, else the shortest text that reads back
+    as the same float (``:g`` kept six digits, so a counter past 999,999 read ``1.23457e+06`` and stopped moving)."""
+    value = float(value)
+    if math.isfinite(value):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+
+
 class Metrics:
     """Counters and histograms with labels, rendered in Prometheus text exposition format."""
 
@@ -71,11 +83,13 @@ class Metrics:
         self._help.setdefault(name, ("counter", help_))
 
     def observe(self, name: str, labels: dict[str, str], value: float, help_: str = "") -> None:
+        """Counted once, in the first bucket that holds ``value`` (``render`` adds them up into Prometheus's
+        cumulative buckets): one bisection per observation instead of a pass over every bucket."""
         key = tuple(sorted(labels.items()))
-        counts = self._hist[name].setdefault(key, [0.0] * (len(_BUCKETS) + 2))  # buckets, +Inf, sum
-        for i, bound in enumerate(_BUCKETS):
-            if value <= bound:
-                counts[i] += 1
+        counts = self._hist[name].setdefault(key, [0.0] * (len(_BUCKETS) + 2))  # per bucket, then count and sum
+        i = bisect_left(_BUCKETS, value)  # the first bound >= value; len(_BUCKETS) when above them all (+Inf only)
+        if i < len(_BUCKETS) and value <= _BUCKETS[i]:  # (a NaN is in no bucket but +Inf, as before)
+            counts[i] += 1
         counts[-2] += 1
         counts[-1] += value
         self._help.setdefault(name, ("histogram", help_))
@@ -95,14 +109,14 @@ class Metrics:
             lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
             if kind == "counter":
                 for labels, value in sorted(self._counters[name].items()):
-                    lines.append(f"{name}{self._fmt(labels)} {value:g}")
+                    lines.append(f"{name}{self._fmt(labels)} {_number(value)}")
                 continue
             for labels, counts in sorted(self._hist[name].items()):
-                for i, bound in enumerate(_BUCKETS):
-                    lines.append(f"{name}_bucket{self._fmt(labels, (('le', f'{bound:g}'),))} {counts[i]:g}")
-                lines.append(f"{name}_bucket{self._fmt(labels, (('le', '+Inf'),))} {counts[-2]:g}")
-                lines.append(f"{name}_count{self._fmt(labels)} {counts[-2]:g}")
-                lines.append(f"{name}_sum{self._fmt(labels)} {counts[-1]:g}")
+                for bound, cumulative in zip(_BUCKETS, accumulate(counts[: len(_BUCKETS)]), strict=True):
+                    lines.append(f"{name}_bucket{self._fmt(labels, (('le', f'{bound:g}'),))} {_number(cumulative)}")
+                lines.append(f"{name}_bucket{self._fmt(labels, (('le', '+Inf'),))} {_number(counts[-2])}")
+                lines.append(f"{name}_count{self._fmt(labels)} {_number(counts[-2])}")
+                lines.append(f"{name}_sum{self._fmt(labels)} {_number(counts[-1])}")
         return "\n".join(lines) + "\n"
 
 
