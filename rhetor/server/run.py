@@ -45,7 +45,11 @@ class _Handoff(logging.Handler):
         self._pending: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:  # called under self.lock (Handler.handle)
-        record = copy.copy(record)
+        if type(record) is logging.LogRecord:  # what copy.copy makes of one, in a third of the time (~1.4 µs less)
+            original, record = record, logging.LogRecord.__new__(logging.LogRecord)
+            record.__dict__.update(original.__dict__)
+        else:  # a record factory's own class: copied as it defines
+            record = copy.copy(record)
         record.msg, record.args = record.getMessage(), None  # arguments may change once the call returns
         self._pending.append(record)
         if len(self._pending) >= BATCH_MAX:

@@ -130,3 +130,25 @@ def test_serving_settings_freeze_the_heap_collect_young_objects_less_often_and_s
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+class _FactoryRecord(logging.LogRecord):
+    """A record class a ``logging.setLogRecordFactory`` would install."""
+
+
+def test_the_handed_over_copy_leaves_the_callers_record_as_it_was() -> None:
+    """Other handlers of the same record (a test's caplog, an error tracker grouping by message template) still see
+    the template and its arguments; a record factory's own class is kept in the copy."""
+    batches: queue.SimpleQueue[list[logging.LogRecord]] = queue.SimpleQueue()
+    handoff = run._Handoff(batches)
+    plain = logging.LogRecord("rhetor.x", logging.INFO, __file__, 1, "took %d ms", (7,), None)
+    plain.fields = {"n": 1}  # type: ignore[attr-defined]
+    custom = _FactoryRecord("rhetor.x", logging.INFO, __file__, 2, "from %s", ("factory",), None)
+    for record in (plain, custom):
+        handoff.handle(record)  # off the event loop: handed over at once
+    sent = [r for batch in (batches.get_nowait(), batches.get_nowait()) for r in batch]
+    assert [(r.msg, r.args) for r in sent] == [("took 7 ms", None), ("from factory", None)]
+    assert [type(r) for r in sent] == [logging.LogRecord, _FactoryRecord]
+    assert sent[0] is not plain and sent[1] is not custom
+    assert (plain.msg, plain.args, custom.msg, custom.args) == ("took %d ms", (7,), "from %s", ("factory",))
+    assert sent[0].fields == {"n": 1} and sent[0].created == plain.created and sent[0].lineno == 1  # type: ignore[attr-defined]
