@@ -152,7 +152,8 @@ class Batcher:
         if self._drainer is task:
             self._drainer = None
             rest, self._queue = self._queue, []
-            _fail(rest, _stopped())
+            if rest:  # the error is made only when someone gets it (this runs after every drain)
+                _fail(rest, _stopped())
 
     async def _drain(self, conn: aiosqlite.Connection) -> None:
         try:
@@ -175,7 +176,8 @@ class Batcher:
         finally:
             self._drainer = None
             rest, self._queue = self._queue, []
-            _fail(rest, _stopped())
+            if rest:  # the error is made only when someone gets it (this runs after every drain)
+                _fail(rest, _stopped())
 
 
 def _answer(batch: list[Job]) -> None:
