@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -109,8 +110,8 @@ async def measure(n: int, rounds: int = 3) -> list[tuple[float, float]]:
     return out
 
 
-async def measure_full(concurrency: int, windows: int = 10, per_window: int = 1000) -> list[float]:
-    import os  # noqa: PLC0415
+async def measure_full(concurrency: int, windows: int = 10, per_window: int = 1000) -> list[tuple[float, float]]:
+    """CPU per request (all threads, user + system) and its system part, in µs, per window."""
     import tempfile  # noqa: PLC0415
 
     from bench import procs  # noqa: PLC0415
@@ -163,12 +164,14 @@ async def measure_full(concurrency: int, windows: int = 10, per_window: int = 10
                     await asyncio.gather(*(loop(2000 // concurrency) for _ in range(concurrency)))
                     profile.disable()
                     pstats.Stats(profile).sort_stats(os.environ["APP_COST_PROFILE"]).print_stats(80)
-                    return [0.0]
+                    return [(0.0, 0.0)]
                 for _ in range(windows):
                     statuses.clear()
-                    start = time.process_time()
+                    start = os.times()
                     await asyncio.gather(*(loop(per_window // concurrency) for _ in range(concurrency)))
-                    out.append((time.process_time() - start) / len(statuses) * 1e6)
+                    end = os.times()
+                    user, system = ((b - a) / len(statuses) * 1e6 for a, b in zip(start[:2], end[:2], strict=True))
+                    out.append((user + system, system))
                     if set(statuses) != {200}:
                         raise SystemExit(f"POST /message answered {sorted(set(statuses))}")
         finally:
@@ -178,10 +181,11 @@ async def measure_full(concurrency: int, windows: int = 10, per_window: int = 10
         upstream.stop()
 
 
-async def _count_instructions(loop: Any, concurrency: int, n: int, statuses: list[int]) -> list[float]:
+async def _count_instructions(
+    loop: Any, concurrency: int, n: int, statuses: list[int]
+) -> list[tuple[float, float]]:
     """Instructions per request, counted by callgrind over ``n`` requests only (instrumentation switched on and
     off around them with ``callgrind_control``): repeatable to a fraction of a percent, whatever the machine does."""
-    import os  # noqa: PLC0415
     import shutil  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
 
@@ -191,7 +195,7 @@ async def _count_instructions(loop: Any, concurrency: int, n: int, statuses: lis
     await asyncio.gather(*(loop(n // concurrency) for _ in range(concurrency)))
     subprocess.run([control, "--instr=off", str(os.getpid())], check=True, capture_output=True)  # noqa: S603
     print(f"callgrind: {len(statuses)} requests counted; Ir / requests is the figure", flush=True)
-    return [float(len(statuses))]
+    return [(float(len(statuses)), 0.0)]
 
 
 def main() -> None:
@@ -202,10 +206,12 @@ def main() -> None:
 
         sys.path.insert(0, str(REPO))
         c = int(sys.argv[2]) if len(sys.argv) > 2 else 16
-        cpu = uvloop.run(measure_full(c))
-        print(f"POST /message, c={c}, SQLite, OpenAI provider: min {min(cpu):.1f} µs, median "
-              f"{statistics.median(cpu):.1f} µs CPU per request (all threads; windows: "
-              f"{' '.join(f'{x:.0f}' for x in cpu)})")
+        windows = uvloop.run(measure_full(c))
+        cpu = [total for total, _ in windows]
+        print(f"POST /message, c={c}, {os.environ.get('APP_COST_DATABASE_URL') or 'SQLite'}, "
+              f"{os.environ.get('APP_COST_TASK') or 'OpenAI provider'}: min {min(cpu):.1f} µs, median "
+              f"{statistics.median(cpu):.1f} µs CPU per request, {statistics.median(s for _, s in windows):.1f} µs "
+              f"of it system time (all threads; windows: {' '.join(f'{x:.0f}' for x in cpu)})")
         return
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     try:
