@@ -151,9 +151,7 @@ class Batcher:
         """A drainer cancelled before it ever ran never reached its ``finally``: answer its queue here."""
         if self._drainer is task:
             self._drainer = None
-            rest, self._queue = self._queue, []
-            if rest:  # the error is made only when someone gets it (this runs after every drain)
-                _fail(rest, _stopped())
+            self._fail_queued()
 
     async def _drain(self, conn: aiosqlite.Connection) -> None:
         try:
@@ -175,9 +173,14 @@ class Batcher:
                 _answer(batch)
         finally:
             self._drainer = None
-            rest, self._queue = self._queue, []
-            if rest:  # the error is made only when someone gets it (this runs after every drain)
-                _fail(rest, _stopped())
+            self._fail_queued()
+
+    def _fail_queued(self) -> None:
+        """Answer what is still queued when no drainer is left to run it (called after every drain: the error is
+        made only when someone gets it)."""
+        rest, self._queue = self._queue, []
+        if rest:
+            _fail(rest, _stopped())
 
 
 def _answer(batch: list[Job]) -> None:
