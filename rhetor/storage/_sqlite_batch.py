@@ -8,7 +8,8 @@ answered before that COMMIT returns, so what a caller was told is durable is dur
 exactly as with one transaction per operation; under concurrency the fsync, the BEGIN/COMMIT and the thread
 round trip are paid once per batch instead of once per operation.
 
-Not every operation needs its own fsync. A job that is not ``durable`` (a budget reservation or its release:
+Not every operation needs its own fsync (and none gets one when the database URL says
+``?synchronous=normal``). A job that is not ``durable`` (a budget reservation or its release:
 after a crash, reconciliation would release it anyway) is committed with ``synchronous=NORMAL`` when its batch
 holds no durable write: visible to every connection at once and kept through a ``kill -9`` (the WAL is in the
 OS's cache), only a power cut can lose it. A batch holding a durable write (spend, conversations, templates,
@@ -62,14 +63,18 @@ class TransactionLost(sqlite3.OperationalError):
 
 
 class SyncLevel:
-    """The connection's ``PRAGMA synchronous``, as last set (only touched on the connection's thread)."""
+    """The connection's ``PRAGMA synchronous``, as last set (only touched on the connection's thread), and whether
+    a durable commit gets FULL at all: not when the database was opened with ``?synchronous=normal``, whose every
+    commit survives a ``kill -9`` (the WAL is in the OS's cache) but not a power cut."""
 
-    __slots__ = ("full",)
+    __slots__ = ("durable_full", "full")
 
-    def __init__(self) -> None:
-        self.full = True  # SQLiteStorage.start sets FULL
+    def __init__(self, durable_full: bool = True) -> None:
+        self.durable_full = durable_full
+        self.full = durable_full  # what SQLiteStorage.start sets
 
     def set(self, raw: sqlite3.Connection, full: bool) -> None:
+        full = full and self.durable_full
         if full != self.full:
             raw.execute("PRAGMA synchronous = FULL" if full else "PRAGMA synchronous = NORMAL")
             self.full = full

@@ -75,7 +75,9 @@ def pg_url(pg_available: bool) -> Iterator[str]:
 
 
 BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-DURABLE = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+DURABLE = ["sqlite", "sqlite-normal", pytest.param("postgres", marks=pytest.mark.postgres)]
+"""``sqlite-normal``: SQLite opened with ``?synchronous=normal`` (no fsync per commit), which must keep the same
+promises short of a power cut: every durable test (the ``kill -9`` ones included) runs against it too."""
 
 
 def _url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -83,6 +85,8 @@ def _url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return "memory://"
     if kind == "sqlite":
         return f"sqlite://{tmp_path / 'ledger.sqlite3'}"
+    if kind == "sqlite-normal":
+        return f"sqlite://{tmp_path / 'ledger.sqlite3'}?synchronous=normal"
     return str(request.getfixturevalue("pg_url"))
 
 

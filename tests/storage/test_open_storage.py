@@ -49,6 +49,40 @@ def test_unsupported_schemes_are_refused_without_the_password(tmp_path: Path) ->
         open_storage("sqlite://", tmp_path)
 
 
+def test_an_sqlite_url_may_ask_for_synchronous_normal(tmp_path: Path) -> None:
+    normal = open_storage(f"sqlite:///{tmp_path}/x.db?synchronous=normal", "/elsewhere")
+    assert isinstance(normal, SQLiteStorage) and normal.path == tmp_path / "x.db" and normal.synchronous == "normal"
+    assert normal.describe() == f"sqlite://{tmp_path}/x.db?synchronous=normal"
+    again = open_storage(normal.describe(), "/elsewhere")  # what the log shows opens the same storage
+    assert isinstance(again, SQLiteStorage) and (again.path, again.synchronous) == (normal.path, "normal")
+    for url in (f"sqlite:///{tmp_path}/x.db", f"sqlite:///{tmp_path}/x.db?synchronous=FULL", f"sqlite:///{tmp_path}/x.db?"):
+        full = open_storage(url, tmp_path)
+        assert isinstance(full, SQLiteStorage) and full.path == tmp_path / "x.db" and full.synchronous == "full"
+    relative = open_storage("sqlite://sub/y.db?synchronous=Normal", tmp_path)
+    assert isinstance(relative, SQLiteStorage) and relative.path == tmp_path / "sub" / "y.db"
+    assert relative.synchronous == "normal"
+
+
+@pytest.mark.parametrize(
+    ("query", "message", "details"),
+    [
+        ("synchronous=off", "synchronous must be one of full, normal, not 'off'",
+         {"option": "synchronous", "value": "off", "allowed": ["full", "normal"]}),
+        ("synchronous", "synchronous must be one of full, normal, not ''",
+         {"option": "synchronous", "value": "", "allowed": ["full", "normal"]}),
+        ("journal_mode=delete", "unknown SQLite option 'journal_mode' (known: synchronous)",
+         {"option": "journal_mode", "known": ["synchronous"]}),
+    ],
+)
+def test_an_unknown_sqlite_option_or_value_is_refused_by_name(tmp_path: Path, query: str, message: str,
+                                                             details: dict[str, object]) -> None:
+    with pytest.raises(StorageError) as info:
+        open_storage(f"sqlite:///{tmp_path}/x.db?{query}", tmp_path)
+    assert message in str(info.value) and f"x.db?{query}" in str(info.value)
+    assert info.value.details == details
+    assert not (tmp_path / "x.db").exists()
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [

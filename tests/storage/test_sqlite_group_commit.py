@@ -215,3 +215,27 @@ async def test_a_drainer_cancelled_before_it_ever_ran_still_answers_its_queue(st
         await asyncio.wait_for(pending, 5)
     assert await storage.ledger.get("x") is None
     assert (await storage.ledger.reserve(_reserve("y"))).admitted
+
+
+async def test_opened_with_synchronous_normal_no_commit_takes_the_fsync(tmp_path: Path) -> None:
+    """``sqlite:///path?synchronous=normal``: spend, conversations and schema changes commit with NORMAL too, and
+    the connection is never switched back and forth (survives a kill -9: the durable tests run against it)."""
+    async with SQLiteStorage(tmp_path / "normal.sqlite3", synchronous="normal") as st:
+        assert await _synchronous(st) == 1
+        seen = await _trace(st)
+        await st.ledger.reserve(_reserve("a"))
+        await st.ledger.settle(_settle("a"))
+        await st.contexts.append("c:1", [StoredMessageIn("user", "hi", 2)])
+        async with st.transaction() as conn:
+            await conn.execute("CREATE TABLE scratch (x INTEGER)")
+        assert not [s for s in seen if s.startswith("PRAGMA synchronous")]
+        assert [s for s in seen if s.startswith("COMMIT")] == ["COMMIT"] * 4  # each committed, without a switch
+        assert await _synchronous(st) == 1
+        assert (await st.ledger.get("a")).state == "settled"  # type: ignore[union-attr]
+        assert st.describe().endswith("normal.sqlite3?synchronous=normal")
+
+
+def test_synchronous_takes_full_or_normal_only(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'full' or 'normal'"):
+        SQLiteStorage(tmp_path / "x.sqlite3", synchronous="off")  # type: ignore[arg-type]
+    assert SQLiteStorage(tmp_path / "x.sqlite3").describe() == f"sqlite://{tmp_path / 'x.sqlite3'}"
