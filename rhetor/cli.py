@@ -248,7 +248,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except RhetorError as exc:  # e.g. an unusable RHETOR_DATABASE_URL, met before any command's own handling
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

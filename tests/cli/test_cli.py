@@ -119,3 +119,15 @@ def test_usage_error_exits_2() -> None:
     proc = subprocess.run([sys.executable, "-m", "rhetor", "frobnicate"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "invalid choice: 'frobnicate'" in proc.stderr
+
+
+@pytest.mark.parametrize("command", [["run", "--config", str(SIM), "-m", "x"], ["serve", "--config", str(SIM)]])
+def test_an_unusable_database_url_exits_1_with_the_reason_and_no_traceback(
+    command: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("RHETOR_DATABASE_URL", f"sqlite:///{tmp_path}/x.db?synchronous=off")
+    assert main(command) == 1
+    err = capsys.readouterr().err
+    assert f"error: storage-error: database URL 'sqlite:///{tmp_path}/x.db?synchronous=off': synchronous must be " \
+           "one of full, normal, not 'off'" in err
+    assert "Traceback" not in err and not (tmp_path / "x.db").exists()
