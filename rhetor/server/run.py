@@ -19,6 +19,7 @@ from rhetor.engine.engine import load_engine
 from rhetor.engine.resources import Resources
 from rhetor.errors import ConfigError
 from rhetor.server.app import create_app
+from rhetor.server.http_protocol import HeadWithBodyProtocol
 from rhetor.server.observe import JsonFormatter
 from rhetor.server.settings import ServerSettings
 
@@ -158,7 +159,7 @@ def serve(config_dir: Path, *, host: str, port: int) -> int:
     try:
         app = create_app(engine, settings=settings, config_dir=config_dir, env=dict(os.environ))
         _tune_for_serving()
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, http=HeadWithBodyProtocol,
                     timeout_graceful_shutdown=int(settings.drain_seconds))
     finally:
         handoff.flush()
