@@ -1,6 +1,6 @@
 """The serving protocol (``HeadWithBodyProtocol``) on real sockets under uvicorn: a response's head and body reach
-the socket in one write; a head with nothing after it yet still goes out at once; bytes keep their order on a
-kept-alive connection; a WebSocket upgrade still works."""
+the socket in one write; a head with nothing after it yet (a stream's, a HEAD answer's, ``100 Continue``) still
+goes out at once; bytes keep their order on a kept-alive connection; a WebSocket upgrade still works."""
 
 from __future__ import annotations
 
@@ -158,3 +158,17 @@ async def test_a_websocket_upgrade_still_works() -> None:
         async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as ws:
             await ws.send("hi")
             assert await asyncio.wait_for(ws.recv(), 5) == "echo:hi"
+
+
+async def test_100_continue_goes_out_while_the_app_waits_for_the_body() -> None:
+    log = SocketLog()
+    async with served(log, asyncio.Event()) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /message HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        # the client sends its body only once told to: a held "100 Continue" would leave both sides waiting
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"{}")
+        head, body = await asyncio.wait_for(read_response(reader), 5)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and body == BODY
+        writer.close()
