@@ -17,6 +17,11 @@ see ``_sqlite_batch``): they survive a ``kill -9``, and a power cut loses at mos
 have released anyway. The connection lives in aiosqlite's own thread, so no statement (nor
 waiting for another process's lock) ever blocks the event loop.
 
+Checkpoints: the connection copies the WAL back into the database file once the WAL holds
+``WAL_AUTOCHECKPOINT_PAGES`` pages (SQLite's default is 1,000). The commit that crosses the mark does the copy
+and its two fsyncs, and waits for them: at 1,000 pages the requests above the p99 at c=1 came every ~112
+requests, one per checkpoint.
+
 The content repositories' operations join the same batches. A batch of reads only runs in a deferred
 ``BEGIN`` (a consistent WAL snapshot that never blocks writers); a read batched with writes runs inside
 their ``BEGIN IMMEDIATE`` transaction, after the operations queued before it. Foreign keys
@@ -52,6 +57,15 @@ log = logging.getLogger(__name__)
 
 _R = TypeVar("_R")
 _V = TypeVar("_V")
+
+WAL_AUTOCHECKPOINT_PAGES = 4000
+"""WAL pages written before a commit copies them into the database file (``PRAGMA wal_autocheckpoint``).
+
+Four times SQLite's default: a checkpoint every ~370 requests served one at a time instead of every ~112, so the
+request that waits for one falls outside the p99. In process at c=1 (8 interleaved pairs of 6,000 requests):
+p99 3.08 -> 2.26 ms (lower in 8 of 8 pairs), p50 1.53 -> 1.40 ms, p99.9 4.67 -> 5.0 ms (rarer, longer copies).
+The WAL file grows to ~16 MB instead of ~4 MB, and normally stays within the first 4,062 frames, which one
+wal-index hash table covers."""
 
 _T = _rows.to_sqlite_time
 _INSERT = (
@@ -218,6 +232,7 @@ class SQLiteStorage(SqlStorage):
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
             await self._enable_wal(conn)
+            await conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
             await conn.execute(f"PRAGMA synchronous = {'FULL' if self._sync.durable_full else 'NORMAL'}")
             self._sync.full = self._sync.durable_full
             await conn.execute("PRAGMA foreign_keys = ON")

@@ -239,3 +239,32 @@ def test_synchronous_takes_full_or_normal_only(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'full' or 'normal'"):
         SQLiteStorage(tmp_path / "x.sqlite3", synchronous="off")  # type: ignore[arg-type]
     assert SQLiteStorage(tmp_path / "x.sqlite3").describe() == f"sqlite://{tmp_path / 'x.sqlite3'}"
+
+
+def _wal_frames(db: Path, page_size: int) -> int:
+    """Frames the WAL file has room for: it is reused from its start after a checkpoint, never shrunk, so this is
+    the most the WAL ever held."""
+    wal = db.with_name(db.name + "-wal")
+    return max(0, (wal.stat().st_size - 32) // (page_size + 24)) if wal.exists() else 0
+
+
+async def test_the_wal_is_copied_back_at_rhetors_mark_not_at_sqlites_1000_pages(tmp_path: Path) -> None:
+    db = tmp_path / "wal.sqlite3"
+    st = SQLiteStorage(db, synchronous="normal")  # the mark does not depend on the fsync; this is faster
+    await st.start()
+    try:
+        page_size = (await st.fetch("PRAGMA page_size", ()))[0][0]
+        fresh = db.stat().st_size
+        n = 0
+        while _wal_frames(db, page_size) < 1_500 and n < 5_000:
+            await st.ledger.reserve(_reserve(f"a{n}", 0))
+            n += 1
+        assert _wal_frames(db, page_size) >= 1_500  # at SQLite's default mark the WAL would have restarted by now
+        per_op = _wal_frames(db, page_size) / n
+        for i in range(int(2.5 * sqlite_mod.WAL_AUTOCHECKPOINT_PAGES / per_op)):  # 2.5 marks' worth of pages more
+            await st.ledger.reserve(_reserve(f"b{i}", 0))
+        # copied back and restarted at the mark: without checkpoints the WAL would hold ~3.5 marks by now
+        assert _wal_frames(db, page_size) <= sqlite_mod.WAL_AUTOCHECKPOINT_PAGES + 64
+        assert db.stat().st_size > fresh + 100 * page_size  # what was copied back: the new reservations' pages
+    finally:
+        await st.close()
