@@ -152,7 +152,8 @@ class Engine:
                              ) -> AsyncIterator[list[str | RunResult]]:
         """``stream`` a list at a time: each list holds every text chunk produced since the consumer last asked
         (never none), the last one ends with the ``RunResult``. Chunks that one upstream read delivered together
-        (a dozen under load) can so leave in one write; a chunk that comes alone still leaves at once.
+        (a dozen under load) can so leave in one write; a chunk that comes alone still leaves at once, and so does
+        an answer's first chunk (the generate stage gives the loop a turn after it, before the rest of its read).
 
         The pipeline runs in its own task and hands its chunks over (``_Handoff``). If the consumer stops
         early (a client gone), the run is cancelled with it. A failed run raises its ``RhetorError`` after

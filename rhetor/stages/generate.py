@@ -132,6 +132,10 @@ class GenerateStage(Stage):
                 parts.append(event.text)
                 ctx.notes["committed"] = model_name
                 ctx.emit(event.text)
+                if len(parts) == 1:
+                    # The first token goes to the client now: one turn of the loop lets the consumer send it
+                    # before the rest of the upstream read it came in (often the whole answer) is relayed.
+                    await asyncio.sleep(0)
         raise MidStreamError("the stream ended without its final event", partial_text="".join(parts),
                              provider=provider.name, model=request.model_id)
 

@@ -1,5 +1,6 @@
 """Chunks produced together leave together: ``Engine.stream_batches`` hands the SSE endpoints every chunk queued
-since they last asked, and each endpoint writes a batch's events in one go. The events themselves must be
+since they last asked, and each endpoint writes a batch's events in one go; the first chunk of an answer is handed
+over alone, as soon as it is there, not after the rest of the upstream read it came in. The events themselves must be
 exactly those of chunks that come one at a time (``simulated`` paces one chunk per loop turn, ``simulated:burst``
 produces them all at once, as one upstream read holding many does)."""
 
@@ -57,10 +58,11 @@ async def batches(engine: Engine, model: str) -> list[list[Any]]:
     return [batch async for batch in engine.stream_batches(request)]
 
 
-async def test_chunks_produced_together_come_in_one_batch(engine: Engine) -> None:
+async def test_the_first_chunk_comes_alone_and_those_produced_together_after_it_in_one_batch(engine: Engine) -> None:
     got = await batches(engine, "burst")
-    texts = [item for item in got[0] if isinstance(item, str)]
-    assert len(texts) >= 3 and len(texts) == len(got[0]) - (got[0][-1] is got[-1][-1])
+    assert len(got[0]) == 1 and isinstance(got[0][0], str)  # the first token is handed over before the rest
+    texts = [item for item in got[1] if isinstance(item, str)]
+    assert len(texts) >= 3 and len(texts) == len(got[1]) - (got[1][-1] is got[-1][-1])
     assert isinstance(got[-1][-1], RunResult) and all(isinstance(i, str) for b in got for i in b[:-1])
     assert "".join(i for b in got for i in b if isinstance(i, str)) == got[-1][-1].completion.text
 
@@ -74,11 +76,11 @@ async def test_chunks_produced_apart_come_one_batch_each(engine: Engine) -> None
 
 async def test_a_failure_comes_after_the_batch_of_chunks_before_it(engine: Engine) -> None:
     stream = engine.stream_batches(Request.from_text(PROMPT, RequestOptions(model="burst-cut", stream=True)))
-    first = await anext(stream)
-    assert len(first) == 2 and all(isinstance(i, str) for i in first)
+    first, rest = await anext(stream), await anext(stream)
+    assert len(first) == 1 and rest and all(isinstance(i, str) for i in first + rest)
     with pytest.raises(MidStreamError) as info:
         await anext(stream)
-    assert info.value.partial_text == "".join(first)
+    assert info.value.partial_text == "".join(first + rest)
 
 
 async def test_stream_items_are_the_batches_flattened(engine: Engine) -> None:
