@@ -97,8 +97,33 @@ async def served(log: SocketLog, gate: asyncio.Event) -> AsyncIterator[int]:
         await task
 
 
+@contextlib.asynccontextmanager
+async def connected(log: SocketLog, gate: asyncio.Event | None = None
+                    ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A raw client connection to the served app."""
+    async with served(log, gate or asyncio.Event()) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            yield reader, writer
+        finally:
+            writer.close()
+
+
+async def read_head(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+
+
+POST = b"POST /message HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}"
+
+
+async def expect_answer(reader: asyncio.StreamReader) -> None:
+    """The next response on the connection is the app's JSON answer, whole."""
+    head, body = await asyncio.wait_for(read_response(reader), 5)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and body == BODY
+
+
 async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
+    head = await read_head(reader)
     lines = head.split(b"\r\n")
     length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length"))
     return head, await reader.readexactly(length)
@@ -106,14 +131,10 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
 
 async def test_a_json_answer_reaches_the_socket_in_one_write_with_its_head() -> None:
     log = SocketLog()
-    async with served(log, asyncio.Event()) as port:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected(log) as (reader, writer):
         for _ in range(2):  # kept alive: the second answer follows the first, whole and in order
-            writer.write(b"POST /message HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}")
-            head, body = await asyncio.wait_for(read_response(reader), 5)
-            assert head.startswith(b"HTTP/1.1 200 OK\r\n")
-            assert body == BODY
-        writer.close()
+            writer.write(POST)
+            await expect_answer(reader)
     answers = [(kind, data) for kind, data in log.calls if data.startswith(b"HTTP/")]
     assert len(answers) == 2
     for kind, data in answers:
@@ -124,30 +145,24 @@ async def test_a_json_answer_reaches_the_socket_in_one_write_with_its_head() -> 
 
 async def test_a_head_with_no_body_yet_goes_out_before_the_first_chunk() -> None:
     log, gate = SocketLog(), asyncio.Event()
-    async with served(log, gate) as port:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected(log, gate) as (reader, writer):
         writer.write(b"POST /stream HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}")
         # the app sends its first chunk only after this: a head held for its body would never arrive
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        head = await read_head(reader)
         assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"transfer-encoding: chunked" in head
         gate.set()
         rest = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
         assert b"data: one\n\n" in rest
-        writer.close()
     assert log.calls[0] == ("write", head)
 
 
 async def test_a_head_request_gets_its_head() -> None:
-    log = SocketLog()
-    async with served(log, asyncio.Event()) as port:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected(SocketLog()) as (reader, writer):
         writer.write(b"HEAD /message HTTP/1.1\r\nHost: t\r\n\r\n")
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        head = await read_head(reader)
         assert head.startswith(b"HTTP/1.1 200 OK\r\n") and f"content-length: {len(BODY)}".encode() in head
-        writer.write(b"POST /message HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}")  # and the next request
-        _, body = await asyncio.wait_for(read_response(reader), 5)
-        assert body == BODY
-        writer.close()
+        writer.write(POST)  # and the next request is answered
+        await expect_answer(reader)
 
 
 async def test_a_websocket_upgrade_still_works() -> None:
@@ -161,14 +176,10 @@ async def test_a_websocket_upgrade_still_works() -> None:
 
 
 async def test_100_continue_goes_out_while_the_app_waits_for_the_body() -> None:
-    log = SocketLog()
-    async with served(log, asyncio.Event()) as port:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connected(SocketLog()) as (reader, writer):
         writer.write(b"POST /message HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
         # the client sends its body only once told to: a held "100 Continue" would leave both sides waiting
-        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        interim = await read_head(reader)
         assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
         writer.write(b"{}")
-        head, body = await asyncio.wait_for(read_response(reader), 5)
-        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and body == BODY
-        writer.close()
+        await expect_answer(reader)
