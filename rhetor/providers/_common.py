@@ -353,19 +353,23 @@ def transport_error(exc: BaseException, b: Boundary, timeouts: tuple[type[BaseEx
     return b.error(errors.ProviderConnectionError, f"connection failed ({type(exc.__cause__ or exc).__name__})")
 
 
+_NO_EVENT = object()
+
+
 async def relay(batches: Any, consume: Callable[[Any, StreamState], str], state: StreamState, deadlines: Deadlines,
                 map_errors: Callable[[Boundary], Any], boundary: Boundary, *, until_done: bool,
                 missing_end: str) -> AsyncIterator[StreamDelta | StreamEnd]:
     """Relay an SDK stream as Rhetor deltas under the first-token and total deadlines.
 
-    ``batches`` yields the stream's events a list at a time: one list per network read from the stream classes
-    of ``openai`` and ``anthropic`` (under load a read holds a dozen events), or ``one_by_one`` around an SDK that
-    yields them singly. The deadline is enforced around each read, not each event: the events of one read are
-    already here. ``consume`` records an event's usage/finish in ``state`` and returns its text; each text is
-    its own delta, as it came. With ``until_done`` the vendor marks the end in an event (``state.done``; the rest
-    of the body is drained so the connection returns to the pool), else the stream ends when exhausted and must
-    have reported a finish reason. Ending early either way is a ``MalformedChunk`` (a ``MidStreamError`` once
-    text was sent).
+    ``batches`` yields the stream's events a read at a time: one ``_sse.Read`` per network read from the stream
+    classes of ``openai`` and ``anthropic`` (under load a read holds a dozen events; each is decoded only as it is
+    taken, so the first of a burst is relayed before the rest are decoded), or one list per event from
+    ``one_by_one`` around an SDK that yields them singly. The deadline is enforced around each read, not each
+    event: the events of one read are already here. ``consume`` records an event's usage/finish in ``state`` and
+    returns its text; each text is its own delta, as it came. With ``until_done`` the vendor marks the end in an
+    event (``state.done``; the rest of the body is drained so the connection returns to the pool), else the
+    stream ends when exhausted and must have reported a finish reason. Ending early either way is a
+    ``MalformedChunk`` (a ``MidStreamError`` once text was sent).
     """
     guard = map_errors(boundary)  # stateless: one for the whole stream
     while not (until_done and state.done):
@@ -379,8 +383,12 @@ async def relay(batches: Any, consume: Callable[[Any, StreamState], str], state:
                 if until_done or state.finish_reason is None:
                     raise MalformedChunk(missing_end)
                 break
-        for event in batch:
+        events = iter(batch)  # a read's events may be decoded as they are taken (``_sse.Read``): mapped too
+        while True:
             with guard:
+                event = next(events, _NO_EVENT)
+                if event is _NO_EVENT:
+                    break
                 text = consume(event, state)
             if text:
                 state.parts.append(text)

@@ -17,14 +17,14 @@ event the body ends in the middle of is dropped.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, NamedTuple
 
 import msgspec
 
 from rhetor.providers._common import MalformedChunk
 
-__all__ = ["END", "MAX_EVENT_BYTES", "SKIP", "Event", "EventReader", "batches", "decode_json"]
+__all__ = ["END", "MAX_EVENT_BYTES", "SKIP", "Event", "EventReader", "Read", "batches", "decode_json"]
 
 _json = msgspec.json.Decoder()
 MAX_EVENT_BYTES = 64 * 1024 * 1024
@@ -129,26 +129,39 @@ class EventReader:
                                  "sending server-sent events")
 
 
-async def batches(chunks: AsyncIterator[bytes], handle: Callable[[Event], Any],
-                  errors: tuple[type[BaseException], ...]) -> AsyncIterator[list[Any]]:
-    """What ``handle`` makes of each event of the body ``chunks``, as one list per network read (never an empty
-    one), until the body ends or ``handle`` returns ``END``. When ``handle`` raises one of ``errors`` (the
-    vendor's error event, malformed data), what it made of the read's earlier events is yielded first."""
+class Read:
+    """The events of one network read, each made into what ``handle`` makes of it only as it is taken: the first
+    event of a burst (a fast upstream's whole answer can come in one read) goes on to the client before the rest
+    are decoded. Iterating stops at ``END`` and sets ``ended``; when ``handle`` raises for an event, the error
+    comes out of the iteration there, after the read's earlier events."""
+
+    __slots__ = ("_events", "_handle", "ended")
+
+    def __init__(self, events: list[Event], handle: Callable[[Event], Any]) -> None:
+        self._events = events
+        self._handle = handle
+        self.ended = False
+
+    def __iter__(self) -> Iterator[Any]:
+        handle = self._handle
+        for event in self._events:
+            item = handle(event)
+            if item is END:
+                self.ended = True
+                return
+            if item is not SKIP:
+                yield item
+
+
+async def batches(chunks: AsyncIterator[bytes], handle: Callable[[Event], Any]) -> AsyncIterator[Read]:
+    """The events of the body ``chunks``, one ``Read`` per network read that holds any, until the body ends or the
+    consumer took the event ``handle`` makes ``END`` of (the consumer takes each read's events before it asks for
+    the next read)."""
     reader = EventReader()
     async for raw in chunks:
-        batch: list[Any] = []
-        try:
-            for event in reader.feed(raw):
-                item = handle(event)
-                if item is END:
-                    if batch:
-                        yield batch
-                    return
-                if item is not SKIP:
-                    batch.append(item)
-        except errors:
-            if batch:
-                yield batch
-            raise
-        if batch:
-            yield batch
+        events = reader.feed(raw)
+        if events:
+            read = Read(events, handle)
+            yield read
+            if read.ended:
+                return

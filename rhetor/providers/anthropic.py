@@ -113,8 +113,7 @@ def _events_cls() -> type:
         async def __stream__(self) -> AsyncIterator[list[Any]]:
             response = self.response
             try:
-                async for batch in _sse.batches(response.aiter_bytes(), self._rhetor_event,
-                                                (_common.MalformedChunk, sdk.APIStatusError)):
+                async for batch in _sse.batches(response.aiter_bytes(), self._rhetor_event):
                     yield batch
             finally:
                 await response.aclose()

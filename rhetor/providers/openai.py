@@ -87,8 +87,7 @@ def _events_cls() -> type:
             response = self.response
             chunks = response.aiter_bytes()
             try:
-                async for batch in _sse.batches(chunks, lambda event: _chunk(sdk, event.data, response),
-                                                (_common.MalformedChunk, sdk.APIError)):
+                async for batch in _sse.batches(chunks, lambda event: _chunk(sdk, event.data, response)):
                     yield batch
                 # after [DONE] (or at the end of the body, where this returns at once)
                 await _common.drain(chunks, asyncio.get_running_loop().time() + _DRAIN_S)

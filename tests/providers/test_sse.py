@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from openai._streaming import SSEDecoder
 
 from rhetor.providers._common import MalformedChunk
-from rhetor.providers._sse import Event, EventReader, decode_json
+from rhetor.providers._sse import END, SKIP, Event, EventReader, batches, decode_json
 
 
 def read(*chunks: bytes) -> list[Event]:
@@ -118,3 +118,37 @@ def test_same_events_as_the_sdk_decoder_however_the_body_is_cut(stream: tuple[by
     sdk = [(e.event, e.data) for e in SSEDecoder().iter_bytes(iter(chunks))]
     ours = [(e.event, e.data.decode()) for e in read(*chunks)]
     assert ours == sdk
+
+
+async def _body(*reads: bytes):  # type: ignore[no-untyped-def]
+    for read in reads:
+        yield read
+
+
+async def test_a_reads_events_are_made_as_they_are_taken_so_the_first_goes_on_before_the_rest() -> None:
+    made: list[bytes] = []
+
+    def handle(event: Event) -> object:
+        made.append(event.data)
+        if event.data == b"bad":
+            raise MalformedChunk("bad event")
+        return SKIP if event.data == b"ping" else event.data
+
+    reads = batches(_body(b"data: a\n\ndata: ping\n\ndata: b\n\ndata: bad\n\ndata: c\n\n"), handle)
+    events = iter(await anext(reads))
+    assert next(events) == b"a"
+    assert made == [b"a"]  # nothing else of the read was decoded yet
+    assert next(events) == b"b"  # the ping skipped
+    with pytest.raises(MalformedChunk):  # an event's error comes after the events before it
+        next(events)
+    assert made == [b"a", b"ping", b"b", b"bad"]
+
+
+async def test_the_reads_stop_at_the_end_event_once_it_was_taken() -> None:
+    def handle(event: Event) -> object:
+        return END if event.data == b"[DONE]" else event.data
+
+    reads = batches(_body(b"data: a\n\n", b"data: b\n\ndata: [DONE]\n\ndata: after\n\n", b"data: later\n\n"),
+                    handle)
+    taken = [list(read) async for read in reads]
+    assert taken == [[b"a"], [b"b"]]  # nothing after [DONE], in its read or later ones
